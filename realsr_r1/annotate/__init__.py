@@ -1,0 +1,1 @@
+"""VLCoT annotations: the text targets (degradation, three understandings) and the tags of each sample."""

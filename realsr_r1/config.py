@@ -1,0 +1,240 @@
+"""The params schema: every knob of the pipeline, validated before any work.
+
+One pydantic model per `params.yaml` section. Defaults are the tiny CPU preset for the
+pipeline and the RealESRNet x4plus settings (PAPER.md section 4) for the degradation.
+A bad file stops with one line naming the key (`ParamsError`; stages exit with code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message is one line naming the file and key."""
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_range(lo: float, hi: float) -> None:
+    if lo > hi:
+        raise ValueError(f"range [{lo}, {hi}] has its lower bound above its upper bound")
+
+
+def _check_probs(probs: dict[str, float]) -> None:
+    if abs(sum(probs.values()) - 1.0) > 1e-6:
+        raise ValueError(f"probabilities must sum to 1, got {sum(probs.values()):.6f}")
+
+
+# --------------------------------------------------------------------------------------- data
+class DataParams(Section):
+    # `bundled` (real photos shipped in the scikit-image wheel), a local folder, or s3://bucket/prefix
+    source: str = "bundled"
+    extensions: list[str] = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"]
+
+
+class PrepareParams(Section):
+    gt_size: Annotated[int, Field(ge=16, le=4096, multiple_of=8)] = 64
+    # resize each photo so its shorter side is this many pixels before cropping (null: keep size)
+    short_side: Annotated[int, Field(ge=16)] | None = 96
+    crops_per_image: Annotated[int, Field(ge=1, le=1000)] = 4
+    hflip_prob: Probability = 0.5
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    min_size: Annotated[int, Field(ge=1)] = 32  # photos smaller than this (either side) are rejected
+    max_pixels: Annotated[int, Field(ge=1)] = 100_000_000  # decompression-bomb guard
+    usm_sharpen: bool = True  # sharpen GT as Real-ESRGAN does (radius 50, weight 0.5, threshold 10)
+
+    @model_validator(mode="after")
+    def _short_side_fits(self) -> PrepareParams:
+        if self.short_side is not None and self.short_side < self.gt_size:
+            raise ValueError(f"short_side ({self.short_side}) must be >= gt_size ({self.gt_size})")
+        return self
+
+
+# ----------------------------------------------------------------------------- degradation
+KernelType = Literal["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]
+Interpolation = Literal["area", "bilinear", "bicubic"]
+
+
+class BlurParams(Section):
+    prob: Probability = 1.0
+    kernel_probs: dict[KernelType, Probability] = {
+        "iso": 0.45,
+        "aniso": 0.25,
+        "generalized_iso": 0.12,
+        "generalized_aniso": 0.03,
+        "plateau_iso": 0.12,
+        "plateau_aniso": 0.03,
+    }
+    sigma: tuple[PositiveFloat, PositiveFloat] = (0.2, 3.0)
+    generalized_beta: tuple[PositiveFloat, PositiveFloat] = (0.5, 4.0)
+    plateau_beta: tuple[PositiveFloat, PositiveFloat] = (1.0, 2.0)
+    sinc_prob: Probability = 0.1
+
+    @model_validator(mode="after")
+    def _valid(self) -> BlurParams:
+        _check_probs(self.kernel_probs)
+        for lo_hi in (self.sigma, self.generalized_beta, self.plateau_beta):
+            _check_range(*lo_hi)
+        return self
+
+
+class ResizeParams(Section):
+    probs: dict[Literal["up", "down", "keep"], Probability] = {"up": 0.2, "down": 0.7, "keep": 0.1}
+    up: tuple[PositiveFloat, PositiveFloat] = (1.0, 1.5)
+    down: tuple[PositiveFloat, PositiveFloat] = (0.15, 1.0)
+    interpolations: list[Interpolation] = ["area", "bilinear", "bicubic"]
+
+    @model_validator(mode="after")
+    def _valid(self) -> ResizeParams:
+        _check_probs(self.probs)
+        _check_range(*self.up)
+        _check_range(*self.down)
+        if not self.interpolations:
+            raise ValueError("interpolations must not be empty")
+        return self
+
+
+class NoiseParams(Section):
+    gaussian_prob: Probability = 0.5  # else Poisson
+    gaussian_sigma: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (1.0, 30.0)
+    poisson_scale: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (0.05, 3.0)
+    gray_prob: Probability = 0.4
+
+    @model_validator(mode="after")
+    def _valid(self) -> NoiseParams:
+        _check_range(*self.gaussian_sigma)
+        _check_range(*self.poisson_scale)
+        return self
+
+
+class JpegParams(Section):
+    quality: tuple[Annotated[int, Field(ge=1, le=100)], Annotated[int, Field(ge=1, le=100)]] = (30, 95)
+
+    @model_validator(mode="after")
+    def _valid(self) -> JpegParams:
+        _check_range(*self.quality)
+        return self
+
+
+class DegradationStage(Section):
+    blur: BlurParams = BlurParams()
+    resize: ResizeParams = ResizeParams()
+    noise: NoiseParams = NoiseParams()
+    jpeg: JpegParams = JpegParams()
+
+
+class FinalParams(Section):
+    sinc_prob: Probability = 0.8
+    interpolations: list[Interpolation] = ["area", "bilinear", "bicubic"]
+    jpeg: JpegParams = JpegParams()
+
+
+def _stage2_default() -> DegradationStage:
+    return DegradationStage(
+        blur=BlurParams(prob=0.8, sigma=(0.2, 1.5)),
+        resize=ResizeParams(probs={"up": 0.3, "down": 0.4, "keep": 0.3}, up=(1.0, 1.2), down=(0.3, 1.0)),
+        noise=NoiseParams(gaussian_sigma=(1.0, 25.0), poisson_scale=(0.05, 2.5)),
+    )
+
+
+class DegradationParams(Section):
+    """Real-ESRGAN second-order degradation, RealESRNet x4plus settings by default."""
+
+    kernel_sizes: tuple[int, int] = (7, 21)  # odd sizes drawn uniformly in this range, padded to the max
+    stage1: DegradationStage = DegradationStage()
+    stage2: DegradationStage = Field(default_factory=_stage2_default)
+    final: FinalParams = FinalParams()
+
+    @model_validator(mode="after")
+    def _valid(self) -> DegradationParams:
+        lo, hi = self.kernel_sizes
+        if lo % 2 == 0 or hi % 2 == 0 or lo < 3 or lo > hi:
+            raise ValueError(f"kernel_sizes must be odd, >= 3 and ordered, got {list(self.kernel_sizes)}")
+        return self
+
+
+class SynthesizeParams(Section):
+    scale: Literal[2, 4, 8] = 4
+    per_image: Annotated[int, Field(ge=1, le=1000)] = 4  # K degradations per GT crop
+    shard_size: Annotated[int, Field(ge=1)] = 1000  # samples per tar shard
+    workers: Annotated[int, Field(ge=0)] = 0  # 0: all cores
+    degradation: DegradationParams = DegradationParams()
+
+
+# ------------------------------------------------------------------------------------ root
+class Params(Section):
+    seed: Annotated[int, Field(ge=0)] = 0
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    synthesize: SynthesizeParams = SynthesizeParams()
+
+    @model_validator(mode="after")
+    def _scale_fits(self) -> Params:
+        if self.prepare.gt_size % (self.synthesize.scale * 4) != 0:
+            raise ValueError(
+                f"prepare.gt_size ({self.prepare.gt_size}) must be a multiple of 4 * synthesize.scale "
+                f"({4 * self.synthesize.scale}) so that the 1/4 GT and the LR have integer sizes"
+            )
+        return self
+
+
+def _first_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "(root)"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if e["type"] in {"missing"}:
+        return f"missing key '{key}'"
+    given = e.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"key '{key}': {msg}{shown}"
+
+
+def parse_params(raw: dict, source: str = "params") -> Params:
+    """Validate a params mapping; raise `ParamsError` with one line naming the bad key."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ParamsError(f"{source}: {_first_error(err)}") from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate a params file (optionally deep-merged with overrides)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where}: not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return parse_params(raw, str(path))
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """Return `base` updated by `extra`, recursing into nested mappings."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

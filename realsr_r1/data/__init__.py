@@ -1,0 +1,1 @@
+"""Image IO, input sources, GT preparation and WebDataset shards."""
