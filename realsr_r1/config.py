@@ -191,6 +191,12 @@ class VQParams(Section):
     batch_size: Annotated[int, Field(ge=1)] = 32
     lr: PositiveFloat = 2e-4
 
+    @model_validator(mode="after")
+    def _groups(self) -> VQParams:
+        if self.base_channels % 32 or self.latent_channels % 32:
+            raise ValueError("base_channels and latent_channels must be multiples of 32 (the VQ's group norm)")
+        return self
+
 
 class ImageTokenizerParams(Section):
     kind: Literal["kmeans", "vq"] = "kmeans"

@@ -66,3 +66,43 @@ def encoded_samples(n: int, size: int = 64, scale: int = 4, seed: int = 0) -> li
 def write_split(split_dir: Path, n: int, seed: int) -> Path:
     write_shards(encoded_samples(n, seed=seed), split_dir, shard_size=1000)
     return split_dir
+
+
+# ------------------------------------------------------------------------ tiny model builders
+UNDERSTANDING = (
+    "a grey cat with green eyes lying on a red blanket",
+    "an astronaut in a white suit in front of a flag",
+    "a cup of coffee on a wooden table, steam rising",
+    "a rocket on the launch pad under a clear blue sky",
+)
+
+
+def annotation_texts() -> list[str]:
+    """Texts like the annotate stage writes (degradation + three understanding levels)."""
+    from realsr_r1.tokenizers.corpus import text_corpus
+
+    degradations = [json.loads(s["degradation.json"])["text"] for s in encoded_samples(12, seed=5)]
+    return text_corpus([], degradations) + list(UNDERSTANDING) * 3
+
+
+def tiny_chain(n: int = 48, codebook: int = 64, residual: bool = True, seed: int = 0):
+    """(ChainImages, fitted k-means tokenizer, text tokenizer) on real crops, in about a second."""
+    from realsr_r1.data.images import decode_png
+    from realsr_r1.tokenizers.fit import ChainImages, fit_image_tokenizer
+    from realsr_r1.tokenizers.image import ImageTokenizerConfig, KMeansConfig, to_tensor
+    from realsr_r1.tokenizers.text import train_text_tokenizer
+
+    samples = encoded_samples(n, seed=seed)
+    img = lambda field: to_tensor([decode_png(s[field]) for s in samples])  # noqa: E731
+    chain = ChainImages(img("lr.png"), {"rough": img("hr_4.png"), "middle": img("hr_2.png"), "final": img("hr.png")})
+    cfg = ImageTokenizerConfig(codebook_size=codebook, residual=residual, seed=seed, kmeans=KMeansConfig(max_iter=5))
+    image_tok = fit_image_tokenizer(cfg, chain)
+    text_tok = train_text_tokenizer(annotation_texts(), vocab_size=400, min_frequency=1, max_grid=8)
+    return chain, image_tok, text_tok
+
+
+def tiny_policy_config(**changes):
+    from realsr_r1.policy.tiny import TinyPolicyConfig
+
+    base = dict(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=64, max_position=1024)
+    return TinyPolicyConfig(**{**base, **changes})
