@@ -23,10 +23,10 @@ import torch
 
 from realsr_r1.config import Params
 from realsr_r1.policy.interface import Sampling
-from realsr_r1.policy.settings import image_tokenizer_config, policy_config, sampling
+from realsr_r1.policy.settings import policy_config, sampling
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.corpus import text_corpus
-from realsr_r1.tokenizers.fit import ChainImages, fit_image_tokenizer
+from realsr_r1.tokenizers.fit import ChainImages, fit_image_tokenizer, image_tokenizer_config
 from realsr_r1.tokenizers.image import KMeansConfig, to_tensor
 from realsr_r1.tokenizers.text import train_text_tokenizer
 
@@ -38,7 +38,7 @@ def build_policy(params: Params) -> TinyPolicy:
     photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
     crops = [cv2.resize(p, (128, 128), interpolation=cv2.INTER_AREA)[y : y + 64, x : x + 64] for p in photos for y in (0, 64) for x in (0, 64)]
     hr = to_tensor(crops)
-    down = lambda s: torch.nn.functional.interpolate(hr, size=s, mode="area")  # noqa: E731
+    down = lambda s: torch.nn.functional.interpolate(hr, size=s, mode="area")
     chain = ChainImages(down(16), {"rough": down(16), "middle": down(32), "final": hr})
     img_cfg = replace(image_tokenizer_config(params), kmeans=KMeansConfig(max_iter=1), codebook_size=256)
     img_cfg = replace(img_cfg, codebook_size=params.tokenizer.image.codebook_size) if len(crops) * 84 >= params.tokenizer.image.codebook_size else img_cfg

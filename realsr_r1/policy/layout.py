@@ -195,7 +195,7 @@ class Layout:
         becomes the `<|image|>` placeholder, so no LR pixel or code reaches the model.
         """
         before, after = PROMPT.split(IMAGE_TOKEN)
-        enc = lambda s: self.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+        enc = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
         seg = self.lr_segment(lr_codes)
         if unconditional:
             seg = [self.image_placeholder if t >= self.code_offset or t == self.lr_patch else t for t in seg]

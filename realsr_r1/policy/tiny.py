@@ -17,16 +17,25 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import LlamaConfig, StaticCache, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, StaticCache
 
 from realsr_r1.policy import rollout as engine
 from realsr_r1.policy.interface import Policy, PromptBatch, Rollout, Sampling, SequenceBatch, TokenScores
 from realsr_r1.policy.layout import FORCED, IMAGE, Layout
 from realsr_r1.tokenizers.image import ImageTokenizer, load_image_tokenizer, patchify, to_tensor, to_uint8
 from realsr_r1.tokenizers.text import load_text_tokenizer
-from realsr_r1.vlcot import IMAGE_BLOCK_DOWNSCALE, IMAGE_BLOCKS, TEXT_BLOCKS, Completion, VLCoT, VLCoTFormatError, parse
+from realsr_r1.vlcot import (
+    IMAGE_BLOCK_DOWNSCALE,
+    IMAGE_BLOCKS,
+    TEXT_BLOCKS,
+    Completion,
+    VLCoT,
+    VLCoTFormatError,
+    parse,
+)
 
 CONFIG_FILE = "policy.json"
+DEFAULT_SAMPLING = Sampling()
 
 
 class PolicyLoadError(FileNotFoundError):
@@ -198,7 +207,7 @@ class TinyPolicy(Policy):
     def logits(self, ids: torch.Tensor, lr: torch.Tensor | None) -> torch.Tensor:
         return self.backbone(inputs_embeds=self.embed(ids, lr), use_cache=False).logits
 
-    def score(self, batch: SequenceBatch, sampling: Sampling = Sampling()) -> TokenScores:
+    def score(self, batch: SequenceBatch, sampling: Sampling = DEFAULT_SAMPLING) -> TokenScores:
         p = batch.prompt.input_ids.shape[1]
         comp = batch.completion_ids
         kinds = self.layout.replay(comp, batch.completion_mask, sampling.max_text_tokens)
