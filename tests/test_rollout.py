@@ -94,3 +94,26 @@ def test_expected_residual_decoding(setup) -> None:
     assert a.shape == b.shape == (64, 64, 3) and abs(a - b).mean() > 0
     # the expectation averages the codes: smoother than any one sample
     assert b.std() <= a.std() + 1e-6
+
+
+def test_ragged_groups_leave_the_batch_consistently(setup) -> None:
+    """Hot, untruncated text makes rows finish at different steps: the rows that leave the
+    batch (and the KV cache) must not disturb the rows that stay."""
+    policy, prompts = setup
+    hot = Sampling(temperature=40.0, top_p=1.0, image_temperature=1.0, max_text_tokens=80, max_new_tokens=1000)
+    out = policy.rollout(prompts, 2, hot, seed=7)
+    lengths = out.batch.completion_mask.sum(1)
+    assert len(set(lengths.tolist())) > 2  # the precondition: ragged lengths
+    assert all(chain is not None for chain in out.chains)
+    with torch.no_grad():
+        scores = policy.score(out.batch, hot)
+    mask = out.batch.completion_mask
+    assert (scores.logprobs[mask] - out.logprobs[mask]).abs().max() < 1e-4
+    plain = policy.rollout(prompts, 2, replace(hot, use_cache=False), seed=7)
+    assert torch.equal(plain.batch.completion_ids, out.batch.completion_ids)
+    guided = replace(hot, cfg=0.8)
+    out_cfg = policy.rollout(prompts, 2, guided, seed=8)
+    with torch.no_grad():
+        scores_cfg = policy.score(out_cfg.batch, guided)
+    mask = out_cfg.batch.completion_mask
+    assert (scores_cfg.logprobs[mask] - out_cfg.logprobs[mask]).abs().max() < 1e-4

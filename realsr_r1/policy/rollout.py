@@ -6,7 +6,8 @@ image slots sample image codes only (temperature, optional top-k, optional class
 guidance against the LR-blanked prompt). Two length guards: a text block reaching
 `max_text_tokens` is closed by force, and `max_new_tokens` stops a sample; both mark it
 truncated (the format reward gives it 0). All rows step together, one token per forward, so
-the state is a few tensors and a step costs no Python per row. The log-prob kept for each
+the state is a few tensors and a step costs no Python per row; a finished row leaves the
+batch and the KV cache, so ragged group lengths cost no wasted forwards. The log-prob kept for each
 token is that of the constrained, temperature-scaled distribution (before top-p / top-k),
 which `constrained_logprobs` recomputes identically from a teacher-forced pass.
 """
@@ -30,8 +31,15 @@ class StepModel(Protocol):
     def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None) -> tuple[torch.Tensor, Any]:
         """Logits of the next token (B, V) and a cache for `cache_len` positions (None: no cache)."""
 
-    def step(self, tokens: torch.Tensor, cache: Any, history: torch.Tensor, lr: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
-        """Feed one token per row; `history` is the whole sequence so far (for the no-cache path)."""
+    def step(
+        self, tokens: torch.Tensor, cache: Any, history: torch.Tensor, lr: torch.Tensor | None, need_logits: bool = True
+    ) -> tuple[torch.Tensor | None, Any]:
+        """Feed one token per row; `history` is the whole sequence so far (for the no-cache path).
+
+        `need_logits=False`: the next token of every row is forced; logits may be skipped (None)."""
+
+    def select(self, cache: Any, rows: torch.Tensor) -> Any:
+        """Keep only `rows` of the cache's batch (finished samples leave the batch)."""
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor | None, image_rows: torch.Tensor, cfg: float | None) -> torch.Tensor:
@@ -108,25 +116,27 @@ def generate(
     done = torch.zeros(n, dtype=torch.bool)
     capped_any = torch.zeros(n, dtype=torch.bool)
     zeros = torch.zeros(n)
+    active = torch.arange(n)  # rows still in the batch: finished rows leave it (and the cache)
     out_ids, out_lp, out_kind, out_valid, probs_kept = [], [], [], [], []
     for _ in range(steps):
         kinds, forced_token = layout.slots(ptr, text_len, sampling.max_text_tokens)
         forced = kinds == FORCED
         capped_any |= forced & (kinds_of[ptr] >= 2) & ~done
-        if bool(forced.all()):  # tags, image structure, eos: nothing to sample this step
-            token, lp = forced_token, zeros
-        else:
-            image_rows = kinds == IMAGE
+        token, lp = forced_token.clone(), zeros.clone()
+        if not bool(forced.all()):  # else tags, image structure, eos: nothing to sample this step
+            a_kinds, a_forced = kinds[active], forced[active]
+            image_rows = a_kinds == IMAGE
             if use_cfg:
-                logits = guide(logits[:n], logits[n:], image_rows, sampling.cfg)
-            scaled = constrained_logits(logits, kinds, layout, sampling).float()
+                logits = guide(logits[: len(active)], logits[len(active) :], image_rows, sampling.cfg)
+            scaled = constrained_logits(logits, a_kinds, layout, sampling).float()
             logp = torch.log_softmax(scaled, dim=-1)
-            probs = _filter(scaled, kinds, sampling).softmax(-1)
-            token = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-            token = torch.where(forced, forced_token, token)
-            lp = torch.where(forced, zeros, logp.gather(-1, token.unsqueeze(-1)).squeeze(-1))
+            probs = _filter(scaled, a_kinds, sampling).softmax(-1)
+            a_token = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+            a_token = torch.where(a_forced, forced_token[active], a_token)
+            token[active] = a_token
+            lp[active] = torch.where(a_forced, zeros[: len(active)], logp.gather(-1, a_token.unsqueeze(-1)).squeeze(-1))
             if keep_image_probs:
-                probs_kept.append((image_rows & ~done, logp[:, layout.code_offset :].exp()))
+                probs_kept.append((active[image_rows], logp[image_rows, layout.code_offset :].exp()))
         token = torch.where(done, layout.pad, token)
         out_ids.append(token)
         out_lp.append(torch.where(done, zeros, lp))
@@ -137,16 +147,24 @@ def generate(
         done = done | (ptr == layout.program.length)
         if bool(done.all()):
             break
-        fed = torch.cat([token, token]) if use_cfg else token
+        if bool(done[active].any()):  # drop finished rows from the batch and the cache
+            keep = (~done[active]).nonzero().flatten()
+            both = torch.cat([keep, keep + len(active)]) if use_cfg else keep
+            cache = model.select(cache, both) if cache is not None else None
+            history = history[both]
+            active = active[keep]
+        fed = torch.cat([token[active], token[active]]) if use_cfg else token[active]
         if not sampling.use_cache:
             history = torch.cat([history, fed[:, None]], dim=1)
-        logits, cache = model.step(fed, cache, history, lr)
+        next_kinds, _ = layout.slots(ptr[active], text_len[active], sampling.max_text_tokens)
+        need_logits = not bool((next_kinds == FORCED).all())
+        logits, cache = model.step(fed, cache, history, lr[active], need_logits)
     image_probs = None
     if keep_image_probs:
         per_row: list[list[torch.Tensor]] = [[] for _ in range(n)]
         for rows, p in probs_kept:
-            for r in rows.nonzero().flatten().tolist():
-                per_row[r].append(p[r])
+            for r, row_probs in zip(rows.tolist(), p, strict=True):
+                per_row[r].append(row_probs)
         slots = int((kinds_of == IMAGE).sum())
         k = layout.codebook_size
         image_probs = torch.stack(

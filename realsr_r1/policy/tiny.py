@@ -233,12 +233,25 @@ class TinyPolicy(Policy):
         out = self.backbone(inputs_embeds=self.embed(input_ids, lr), cache=cache, use_cache=cache is not None, logits_to_keep=1)
         return out.logits[:, -1], cache
 
-    def step(self, tokens: torch.Tensor, cache: Any, history: torch.Tensor, lr: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+    def step(
+        self, tokens: torch.Tensor, cache: Any, history: torch.Tensor, lr: torch.Tensor | None, need_logits: bool = True
+    ) -> tuple[torch.Tensor | None, Any]:
         if cache is None:  # no KV cache: the whole sequence again
             out = self.backbone(inputs_embeds=self.embed(history, lr), use_cache=False, logits_to_keep=1)
             return out.logits[:, -1], None
+        if not need_logits:  # the next token is forced in every row: fill the cache, skip the head
+            self.backbone.model(input_ids=tokens[:, None], cache=cache, use_cache=True)
+            return None, cache
         out = self.backbone(input_ids=tokens[:, None], cache=cache, use_cache=True)
         return out.logits[:, -1], cache
+
+    def select(self, cache: Any, rows: torch.Tensor) -> Any:
+        for layer in cache.layers:  # the static layers' preallocated keys/values, row-selected
+            if getattr(layer, "keys", None) is not None:
+                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+                if hasattr(layer, "max_batch_size"):
+                    layer.max_batch_size = len(rows)
+        return cache
 
     # ------------------------------------------------------------------------- rollout
     def rollout(self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0) -> Rollout:
