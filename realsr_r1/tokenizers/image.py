@@ -76,7 +76,7 @@ def to_tensor(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
     arr = np.stack(images) if isinstance(images, list) else images
     if arr.ndim == 3:
         arr = arr[None]
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
+    return torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0  # a copy: inputs may be read-only
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
