@@ -329,6 +329,25 @@ class RolloutParams(Section):
     cfg: PositiveFloat | None = None  # classifier-free guidance on image codes (the paper: 0.8); null: off
     max_text_tokens: Annotated[int, Field(ge=1)] = 64  # a longer text block is closed by force (format 0)
     max_new_tokens: Annotated[int, Field(ge=1)] = 1024  # the runaway guard
+# ---------------------------------------------------------------------------------- publish
+class PublishParams(Section):
+    """The release the `publish` stage uploads, and the gate "publish only if improved"."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] = "realsr-r1-tiny"
+    # S3 bucket of the releases; empty: $REALSR_RELEASE_BUCKET; neither set: bundle built, not uploaded
+    bucket: str = ""
+    # empty: the next vN after the highest published; else a fixed version (releases are immutable)
+    version: Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")] = ""
+    # files or folders bundled when they exist (weights, configs, tokenizers); missing ones are skipped
+    artifacts: list[str] = ["models/tokenizer", "models/sft", "models/grpo", "params.yaml"]
+    # metrics JSON files (or folders of them) bundled and read for the gate, keyed by file stem
+    metrics: list[str] = ["metrics/synthesize.json", "metrics/tokenizer.json", "metrics/sft.json", "metrics/grpo.json",
+                          "metrics/evaluate.json"]
+    # dotted key into those metrics, e.g. evaluate.grpo.psnr ("" : no gate)
+    metric: str = "evaluate.grpo.psnr_y"
+    mode: Literal["max", "min"] = "max"
+    only_if_improved: bool = True
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0  # improvement needed over the last release
 
 
 # ------------------------------------------------------------------------------------ root
@@ -342,6 +361,7 @@ class Params(Section):
     tokenizer: TokenizerParams = TokenizerParams()
     policy: PolicyParams = PolicyParams()
     rollout: RolloutParams = RolloutParams()
+    publish: PublishParams = PublishParams()
 
     @model_validator(mode="after")
     def _scale_fits(self) -> Params:
