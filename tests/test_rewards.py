@@ -223,3 +223,20 @@ def test_score_batch_weights_and_total() -> None:
     batch = score_batch([completion], [Truth.from_text(PAPER_GT, ["astronaut", "flag"], gt)], params)
     assert batch.total[0] == pytest.approx(2.0 * 1.0 + 1.0 * 0.6 + 0.5 * 0.5)
     assert IMAGE_TOKEN in completion.text and parse(completion).degradation == PAPER_PRED
+
+
+def test_niqe_distance_matches_pyiqa_niqe() -> None:
+    """Our solve-based NIQE equals pyiqa's pinv-based one on real photos (64 px, 32 px blocks)."""
+    import torch
+    from pyiqa.archs.niqe_arch import niqe
+    from pyiqa.utils.color_util import to_y_channel
+
+    from realsr_r1.rewards.generation import _niqe_model, _to_tensor, niqe_distance
+
+    images = [_photo(64), _degrade(_photo(64)), cv2.resize(data.coffee()[:400, :400], (64, 64))]
+    y = torch.round(to_y_channel(_to_tensor(images), 255, "yiq")).to(torch.float64)
+    model = _niqe_model()
+    mu, cov = model.mu_pris_param.double(), model.cov_pris_param.double()
+    ours = niqe_distance(y, mu, cov, 32)
+    theirs = niqe(y, mu.repeat(3, 1), cov.repeat(3, 1, 1), 32, 32)
+    assert torch.allclose(ours, theirs, rtol=1e-6), (ours, theirs)
