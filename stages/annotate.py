@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from realsr_r1.annotate.batch import make_backend, annotate_samples
+from realsr_r1.annotate.batch import annotate_samples, make_backend
 from realsr_r1.annotate.records import write_records
 from realsr_r1.annotate.sidecar import SidecarError
 from realsr_r1.annotate.vlm import VlmError

