@@ -272,3 +272,32 @@ def test_niqe_matches_pyiqa() -> None:
     # cancel E[x^2] - mu^2, where both are noisy)
     diff = (normalize_local(y) - normalize_img_with_gauss(y, padding="replicate")).abs()
     assert diff.max() < 1e-3 and diff.mean() < 1e-4
+
+
+# ------------------------------------------------------------------------------------ params
+def test_params_yaml_has_the_reward_and_annotate_sections() -> None:
+    from pathlib import Path
+
+    from realsr_r1.config import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert params.rewards == RewardParams()  # the file's values are the documented defaults
+    assert params.annotate.backend == "sidecar"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"rewards": {"weights": {"novelty": 1.0}}}, "unknown key 'rewards.weights.novelty'"),
+        ({"rewards": {"weights": {"format": -1}}}, "key 'rewards.weights.format'"),
+        ({"rewards": {"understanding": {"mode": "fuzzy"}}}, "key 'rewards.understanding.mode'"),
+        ({"rewards": {"generation": {"niqe_weight": 0, "piqe_weight": 0}}}, "niqe_weight \\+ piqe_weight"),
+        ({"annotate": {"backend": "vlm"}}, "needs annotate.vlm.model"),
+    ],
+    ids=["unknown", "negative", "mode", "no-quality", "vlm-model"],
+)
+def test_bad_reward_params_are_one_line(raw: dict, message: str) -> None:
+    from realsr_r1.config import ParamsError, parse_params
+
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
