@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: pipeline test install bench clean
+.PHONY: pipeline test install bench clean remote-s3
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: install
 
 bench: install
 	$(BIN)/python bench/synthesize.py
+
+# The DVC remote on S3, from the environment: REALSR_DVC_BUCKET (+ AWS_ENDPOINT_URL for an
+# S3-compatible store, AWS credentials as usual). Written to .dvc/config.local, made the default.
+remote-s3:
+	dvc remote add --local --force --default s3 "s3://$${REALSR_DVC_BUCKET:?set REALSR_DVC_BUCKET}/dvc"
 
 clean:
 	rm -rf data/raw data/prepared data/shards .dvc/tmp

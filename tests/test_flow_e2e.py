@@ -1,0 +1,233 @@
+"""End to end: `prefect deployment run grpo/full` on the tiny default, with real servers.
+
+One session (module fixture): a copy of this repository in a temporary git repo; moto's S3
+server behind a relay (so "S3 down" can be staged without losing moto's in-memory objects);
+a Prefect server with its own SQLite database; a process worker; `prefect deploy --all`.
+The pipeline runs once for real; later tests reuse it. Tests run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from tests.servers import BIN, MotoS3, PrefectServer, Relay, Worker, s3_env
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+DVC_BUCKET, RELEASE_BUCKET, RELEASE = "realsr-dvc", "realsr-releases", "realsr-r1-tiny"
+
+
+@dataclass
+class Session:
+    repo: Path
+    env: dict[str, str]
+    s3: MotoS3
+    relay: Relay
+    prefect: PrefectServer
+    worker: Worker
+    work: Path
+
+    def run(self, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+        done = subprocess.run(list(args), cwd=self.repo, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{args} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done
+
+    def api(self, path: str, body: dict[str, Any]) -> Any:
+        req = urllib.request.Request(f"{self.prefect.api_url}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def deployment_run(self, *params: str) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+        done = self.run(str(BIN / "prefect"), "deployment", "run", "grpo/full", *params, "--watch",
+                        "--watch-timeout", "900", check=False, timeout=960)
+        text = done.stdout + done.stderr
+        m = re.search(r"UUID:\s*([0-9a-f-]{36})", text)
+        assert m, text[-3000:]
+        runs = self.api("/flow_runs/filter", {"flow_runs": {"id": {"any_": [m.group(1)]}}})
+        return done, runs[0]
+
+    def stages_artifact(self, flow_run_id: str) -> dict[str, bool]:
+        arts = self.api("/artifacts/filter", {"artifacts": {"key": {"any_": ["grpo-stages"]},
+                                                            "flow_run_id": {"any_": [flow_run_id]}}})
+        assert len(arts) == 1, arts
+        data = arts[0]["data"]
+        rows = json.loads(data) if isinstance(data, str) else data
+        return {r["stage"]: r["executed"] for r in rows}
+
+    def realsr(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-c", "from realsr_r1.cli import app; app()", *args, check=False)
+
+
+def _copy_repo(dst: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file() and not src.is_symlink():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    work = tmp_path_factory.mktemp("e2e")
+    repo = work / "repo"
+    repo.mkdir()
+    _copy_repo(repo)
+    git_id = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+              "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy of the project"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, env={**os.environ, **git_id})
+
+    s3 = MotoS3(work)
+    relay = Relay(s3.port)
+    direct = boto3.client("s3", endpoint_url=s3.url, aws_access_key_id="t", aws_secret_access_key="t",
+                          region_name="us-east-1")
+    for bucket in (DVC_BUCKET, RELEASE_BUCKET):
+        direct.create_bucket(Bucket=bucket)
+    prefect = PrefectServer(work)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "REALSR_"))}
+    env.update(s3_env(relay.url))
+    env.update(prefect.env)
+    env.update(git_id)
+    env.update({"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
+                "REALSR_DVC_BUCKET": DVC_BUCKET, "REALSR_RELEASE_BUCKET": RELEASE_BUCKET,
+                "PWD": str(repo)})
+    sess = Session(repo, env, s3, relay, prefect, None, work)  # type: ignore[arg-type]
+    try:
+        sess.run("make", "remote-s3")
+        sess.run(str(BIN / "prefect"), "work-pool", "create", "realsr-gpu", "--type", "process")
+        sess.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+        sess.worker = Worker("realsr-gpu", repo, env, work / "worker.log")
+        yield sess
+    finally:
+        if sess.worker is not None:
+            sess.worker.stop()
+        prefect.stop()
+        relay.down()
+        s3.stop()
+
+
+def _remote_keys(sess: Session) -> set[str]:
+    client = boto3.client("s3", endpoint_url=sess.s3.url, aws_access_key_id="t", aws_secret_access_key="t",
+                          region_name="us-east-1")
+    keys: set[str] = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=DVC_BUCKET, Prefix="dvc/files/md5/"):
+        keys |= {o["Key"].removeprefix("dvc/files/md5/") for o in page.get("Contents", [])}
+    return keys
+
+
+def _lock_keys(sess: Session) -> set[str]:
+    """Cache objects of every cached output dvc.lock records now (directories expanded)."""
+    spec = yaml.safe_load((sess.repo / "dvc.yaml").read_text())["stages"]
+    lock = yaml.safe_load((sess.repo / "dvc.lock").read_text())["stages"]
+    cache = sess.repo / ".dvc/cache/files/md5"
+    keys: set[str] = set()
+    for name, stage in spec.items():
+        cached = {p if isinstance(p, str) else next(iter(p)) for p in stage.get("outs", [])
+                  if isinstance(p, str) or next(iter(p.values())).get("cache", True)}
+        for out in lock[name]["outs"]:
+            if out["path"] not in cached:
+                continue
+            md5 = out["md5"]
+            keys.add(f"{md5[:2]}/{md5[2:]}")
+            if md5.endswith(".dir"):
+                entries = json.loads((cache / md5[:2] / md5[2:]).read_text())
+                keys |= {f"{e['md5'][:2]}/{e['md5'][2:]}" for e in entries}
+    return keys
+
+
+def test_full_deployment_runs_every_stage(session: Session) -> None:
+    done, run = session.deployment_run()
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:] + session.worker.log.read_text()[-5000:]
+    assert run["state"]["type"] == "COMPLETED"
+    executed = session.stages_artifact(run["id"])
+    assert list(executed) == ["ingest", "prepare", "synthesize", "publish"] and all(executed.values())
+    assert list((session.repo / "data/shards/train").glob("shard-*.tar"))
+    metrics_art = session.api("/artifacts/filter", {"artifacts": {"key": {"any_": ["synthesize-metrics"]}}})
+    assert metrics_art and "| metrics/synthesize.json | train.samples |" in metrics_art[0]["data"]
+
+
+def test_every_stage_output_is_in_the_s3_remote(session: Session) -> None:
+    status = session.run(sys.executable, "-m", "dvc", "status", "--cloud", "--json")
+    assert json.loads(status.stdout or "{}") == {}, status.stdout
+    wanted = _lock_keys(session)
+    assert len(wanted) > 40 and wanted <= _remote_keys(session)
+
+
+def test_published_release_pulls_and_verifies(session: Session) -> None:
+    listed = session.realsr("releases")
+    assert listed.returncode == 0 and f"{RELEASE}@v1" in listed.stdout, listed.stderr
+    out = session.work / "pulled"
+    got = session.realsr("pull", RELEASE, "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert "files verified" in got.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"params.yaml", "MODEL_CARD.md", "metrics/synthesize.json"} <= set(manifest["files"])
+
+
+def test_second_run_executes_no_stage(session: Session) -> None:
+    done, run = session.deployment_run()
+    assert done.returncode == 0 and run["state"]["type"] == "COMPLETED"
+    executed = session.stages_artifact(run["id"])
+    assert set(executed) == {"ingest", "prepare", "synthesize", "publish"} and not any(executed.values())
+
+
+def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) -> None:
+    before_remote = _remote_keys(session)
+    # synthesize alone, with a param override (a DVC experiment): its new outputs must be pushed
+    params = json.dumps({"stages": ["synthesize"], "overrides": {"synthesize.per_image": 2},
+                         "retries": 2, "retry_delay_s": 1})
+    session.relay.down()
+    try:
+        done, run = session.deployment_run("--params", params)
+    finally:
+        session.relay.up()
+    assert done.returncode == 1 and run["state"]["type"] == "FAILED"
+    message = run["state"]["message"]
+    assert "push of stage synthesize failed" in message and "attempt 3" in message, message
+    tasks = session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+    synth = [t for t in tasks if t["name"].startswith("synthesize")]
+    assert len(synth) == 1 and synth[0]["run_count"] == 3 and synth[0]["state"]["type"] == "FAILED"
+    assert _remote_keys(session) == before_remote  # nothing half-pushed became visible as lost
+
+    done, run = session.deployment_run("--params", params)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert session.stages_artifact(run["id"]) == {"synthesize": False}  # computed before, only pushed now
+    assert "per_image: 2" in (session.repo / "params.yaml").read_text()  # the experiment's params
+    exps = session.run(sys.executable, "-m", "dvc", "exp", "show", "--json")
+    assert "synthesize.per_image" in exps.stdout or '"per_image": 2' in exps.stdout
+    status = session.run(sys.executable, "-m", "dvc", "status", "--cloud", "--json")
+    assert json.loads(status.stdout or "{}") == {}
+    after = _remote_keys(session)
+    assert before_remote <= after and _lock_keys(session) <= after  # nothing lost
+    assert after == before_remote | _lock_keys(session)  # nothing beyond what the lock files reference
+    releases = session.realsr("releases", RELEASE)
+    assert releases.stdout.count(f"{RELEASE}@") == 1  # the gate held back a duplicate release
+
+
+def test_tampered_release_object_fails_pull(session: Session) -> None:
+    direct = boto3.client("s3", endpoint_url=session.s3.url, aws_access_key_id="t", aws_secret_access_key="t",
+                          region_name="us-east-1")
+    direct.put_object(Bucket=RELEASE_BUCKET, Key=f"releases/{RELEASE}/v1/params.yaml", Body=b"seed: 1\n")
+    out = session.work / "tampered"
+    got = session.realsr("pull", f"{RELEASE}@v1", "-o", str(out))
+    assert got.returncode == 2 and "checksum mismatch for params.yaml" in got.stderr, got.stderr
+    assert not out.exists()
