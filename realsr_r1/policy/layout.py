@@ -72,17 +72,18 @@ class Layout:
         self.code_offset = self.text_vocab
         self.image_grids = image_grids  # block -> (h, w) in codes
         self.lr_slots = lr_slots  # projector input: number of LR patch slots
+        max_grid = max(max(g) for g in image_grids.values())
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in tt.special_tokens(max_grid) if t not in vocab]
+        if missing:
+            raise ValueError(f"text tokenizer lacks the layout tokens {missing[:3]} (train it with max_grid >= {max_grid})")
         ids = tokenizer.convert_tokens_to_ids
         self.bos, self.eos, self.pad = ids(tt.BOS), ids(tt.EOS), ids(tt.PAD)
         self.image_start, self.image_end, self.row_end = ids(tt.IMAGE_START), ids(tt.IMAGE_END), ids(tt.ROW_END)
         self.lr_patch, self.image_placeholder = ids(tt.LR_PATCH), ids(IMAGE_TOKEN)
         self.open = {b: ids(f"<{b}>") for b in BLOCKS}
         self.close = {b: ids(f"</{b}>") for b in BLOCKS}
-        max_grid = max(max(g) for g in image_grids.values())
         self.grid = {n: ids(tt.grid_token(n)) for n in range(1, max_grid + 1)}
-        unknown = [t for t, i in [(tt.grid_token(max_grid), self.grid[max_grid]), (tt.LR_PATCH, self.lr_patch)] if i is None or i == tokenizer.unk_token_id]
-        if unknown:
-            raise ValueError(f"text tokenizer lacks the layout tokens {unknown}")
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_encoder.values())))
         self.allowed = self._allowed_table()
         self.program = self._program()
