@@ -132,7 +132,7 @@ def test_lr_as_image_codes() -> None:
 def test_a_text_tokenizer_without_the_layout_tokens_is_refused(parts) -> None:
     from realsr_r1.tokenizers.text import train_text_tokenizer
 
-    chain, policy = parts
+    _, policy = parts
     small = train_text_tokenizer(["a cat on a sofa"] * 4, vocab_size=300, min_frequency=1, max_grid=4)
     with pytest.raises(ValueError, match=r"lacks the layout tokens \['<\|grid_5\|>'.*max_grid >= 8"):
         TinyPolicy.build(tiny_policy_config(), small, policy.image_tokenizer)
