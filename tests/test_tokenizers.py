@@ -94,6 +94,8 @@ def test_vq_round_trip_after_short_training(chain_and_tokenizers, tmp_path: Path
     assert rec.shape == hr.shape
     grey = torch.full_like(hr, 0.5)
     assert psnr(rec, hr) > psnr(grey, hr)
+    one_hot = torch.nn.functional.one_hot(codes, tok.codebook_size).float()
+    assert torch.allclose(tok.decode_expected(one_hot), rec, atol=1e-5)
     save_image_tokenizer(tok, tmp_path / "vq")
     back = load_image_tokenizer(tmp_path / "vq")
     assert torch.equal(back.encode(hr), codes)
