@@ -26,8 +26,9 @@ from prefect.runtime import task_run as current_task_run
 from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
-from flows.dag import DagError, Stage, read_stages, select
+from flows.dag import DagError, Stage, read_stages, select, upstream
 from flows.dvc import StageError, TransientStageError, check, run_dvc
+from flows.ledger import already_pushed, record_push
 from realsr_r1.config import ParamsError, load_params
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -98,28 +99,39 @@ def _artifact_key(*parts: str) -> str:
 
 @task(name="stage", task_run_name="{stage.name}", cache_policy=NO_CACHE, persist_result=False)
 def run_stage(stage: Stage, repo: str, force: bool, push: bool, remote: str | None,
-              set_params: list[str]) -> dict[str, Any]:
-    """Pull what is missing, reproduce one stage, push its outputs; report whether it ran."""
+              set_params: list[str], known_unchanged: bool = False) -> dict[str, Any]:
+    """Pull what is missing, reproduce one stage, push its outputs; report whether it ran.
+
+    `known_unchanged`: the flow's `dvc status` found this stage and all its upstream stages
+    up to date, so asking `dvc repro` again could only print "didn't change, skipping".
+    """
     log = get_run_logger()
     root = Path(repo)
     attempt = f"attempt {current_task_run.run_count}"
     remote_args = ["-r", remote] if remote else []
+    executed = False
     try:
         missing = _missing(root, stage)
         if missing:
             log.info("missing here: %s; pulling from the DVC remote", ", ".join(missing))
             check(run_dvc(["pull", "--allow-missing", "--with-deps", *remote_args, stage.name], root, log),
                   f"pull for stage {stage.name}", transient_by_default=True)
-        if set_params:
-            args = ["exp", "run", "--single-item", *(["--force"] if force else []),
-                    *[a for kv in set_params for a in ("-S", kv)], stage.name]
+        if known_unchanged and not missing and not force:
+            log.info("dvc status: stage %s and its inputs are unchanged", stage.name)
         else:
-            args = ["repro", "--single-item", *(["--force"] if force else []), stage.name]
-        done = check(run_dvc(args, root, log), f"stage {stage.name}", transient_by_default=False)
-        executed = f"Running stage '{stage.name}'" in done.output
-        if push:
+            if set_params:
+                args = ["exp", "run", "--single-item", *(["--force"] if force else []),
+                        *[a for kv in set_params for a in ("-S", kv)], stage.name]
+            else:
+                args = ["repro", "--single-item", *(["--force"] if force else []), stage.name]
+            done = check(run_dvc(args, root, log), f"stage {stage.name}", transient_by_default=False)
+            executed = f"Running stage '{stage.name}'" in done.output
+        if push and already_pushed(root, remote, stage.name):
+            log.info("outputs of %s already pushed to this remote (unchanged since)", stage.name)
+        elif push:
             check(run_dvc(["push", *remote_args, stage.name], root, log),
                   f"push of stage {stage.name}", transient_by_default=True)
+            record_push(root, remote, stage.name)
     except TransientStageError as err:
         raise TransientStageError(f"{err} ({attempt})") from None
     table = metrics_markdown(root, stage)
@@ -144,6 +156,15 @@ def _set_params(repo: Path, overrides: dict[str, Any]) -> list[str]:
         node[leaf] = value
     load_params(repo / "params.yaml", nested)  # ParamsError names the bad key
     return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+
+
+def _changed_stages(root: Path, log: Any) -> set[str] | None:
+    """Stages `dvc status` reports changed (None when it cannot tell: every stage asks DVC itself)."""
+    done = run_dvc(["status", "--json"], root, log)
+    try:
+        return set(json.loads(done.output.splitlines()[-1])) if done.returncode == 0 else None
+    except (json.JSONDecodeError, IndexError):
+        return None
 
 
 @flow(name="grpo")
@@ -185,9 +206,13 @@ def grpo(
         retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay_s) if retries else 0,
         retry_condition_fn=_transient_only,
     )
+    changed = None if set_params else _changed_stages(root, log)
+    ups = upstream(read_stages(root / "dvc.yaml"))
     results: dict[str, bool] = {}
     for stage in plan:
-        out = step(stage, str(root), stage.name in forced, push, remote, set_params)
+        unchanged = (changed is not None and stage.name not in changed
+                     and not any(results.get(u) or u in forced for u in ups[stage.name]))
+        out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged)
         results[stage.name] = out["executed"]
     create_table_artifact(
         [{"stage": k, "executed": v, "pushed": push} for k, v in results.items()],

@@ -185,7 +185,18 @@ class Worker:
         _stop(self.proc)
 
 
-def which(name: str) -> str:
-    """An executable of this venv (so subprocesses use the same installs)."""
-    path = BIN / name
-    return str(path) if path.exists() else (shutil.which(name) or name)
+def copy_repo(src: Path, dst: Path) -> None:
+    """Copy the files git would see (tracked + untracked, not ignored) and make `dst` a git repo."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=src,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        path = src / rel
+        if path.is_file() and not path.is_symlink():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dst / rel)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy of the project"]):
+        subprocess.run(["git", *args], cwd=dst, check=True, env={**os.environ, **GIT_ID})
+
+
+GIT_ID = {"GIT_AUTHOR_NAME": "realsr", "GIT_AUTHOR_EMAIL": "realsr@localhost",
+          "GIT_COMMITTER_NAME": "realsr", "GIT_COMMITTER_EMAIL": "realsr@localhost"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -24,7 +23,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.servers import BIN, MotoS3, PrefectServer, Relay, Worker, s3_env
+from tests.servers import BIN, GIT_ID, MotoS3, PrefectServer, Relay, Worker, copy_repo, s3_env
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,26 +74,12 @@ class Session:
         return self.run(sys.executable, "-c", "from realsr_r1.cli import app; app()", *args, check=False)
 
 
-def _copy_repo(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file() and not src.is_symlink():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     work = tmp_path_factory.mktemp("e2e")
     repo = work / "repo"
     repo.mkdir()
-    _copy_repo(repo)
-    git_id = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-              "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy of the project"]):
-        subprocess.run(["git", *args], cwd=repo, check=True, env={**os.environ, **git_id})
+    copy_repo(ROOT, repo)
 
     s3 = MotoS3(work)
     relay = Relay(s3.port)
@@ -106,10 +91,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "REALSR_"))}
     env.update(s3_env(relay.url))
     env.update(prefect.env)
-    env.update(git_id)
+    env.update(GIT_ID)
     env.update({"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
                 "REALSR_DVC_BUCKET": DVC_BUCKET, "REALSR_RELEASE_BUCKET": RELEASE_BUCKET,
-                "PWD": str(repo)})
+                "PWD": str(repo), "PREFECT_WORKER_QUERY_SECONDS": "1"})
     sess = Session(repo, env, s3, relay, prefect, None, work)  # type: ignore[arg-type]
     try:
         sess.run("make", "remote-s3")
@@ -231,3 +216,27 @@ def test_tampered_release_object_fails_pull(session: Session) -> None:
     got = session.realsr("pull", f"{RELEASE}@v1", "-o", str(out))
     assert got.returncode == 2 and "checksum mismatch for params.yaml" in got.stderr, got.stderr
     assert not out.exists()
+
+
+def test_deployments_and_nightly_schedule(session: Session) -> None:
+    deps = {d["name"]: d for d in session.api("/deployments/filter", {})}
+    assert set(deps) == {"full", "nightly"}
+    nightly = deps["nightly"]
+    assert nightly["parameters"]["force"] == ["ingest"] and nightly["parameters"]["publish"] is True
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert deps["full"]["work_pool_name"] == nightly["work_pool_name"] == "realsr-gpu"
+
+
+def test_bad_params_fail_at_once_without_retries(session: Session) -> None:
+    done, run = session.deployment_run("--params", json.dumps({"overrides": {"publish.mode": "best"}}))
+    assert done.returncode == 1 and "key 'publish.mode'" in run["state"]["message"], run["state"]["message"]
+    assert session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}}) == []
+
+    # a stage that exits on a bad input (exit 2) is deterministic: one attempt, no retry
+    done, run = session.deployment_run("--params", json.dumps(
+        {"stages": ["ingest"], "overrides": {"data.source": str(session.work / "no-such-folder")},
+         "retries": 2, "retry_delay_s": 1}))
+    assert done.returncode == 1 and "stage ingest failed" in run["state"]["message"], run["state"]["message"]
+    assert "folder not found" in run["state"]["message"]
+    tasks = session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+    assert [t["run_count"] for t in tasks] == [1]
