@@ -25,14 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import BIN, GIT_ID, PrefectServer, Worker, copy_repo  # noqa: E402
+from tests.servers import BIN, GIT_ID, PrefectServer, Worker, copy_repo
 
 BUDGET_S = 15.0
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -54,8 +54,14 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REALSR_"))}
         env.update(server.env)
         env.update(GIT_ID)
-        env.update({"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo), "PWD": str(repo),
-                    "PREFECT_WORKER_QUERY_SECONDS": str(args.query_seconds)})
+        env.update(
+            {
+                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                "PYTHONPATH": str(repo),
+                "PWD": str(repo),
+                "PREFECT_WORKER_QUERY_SECONDS": str(args.query_seconds),
+            }
+        )
         prefect, dvc = str(BIN / "prefect"), [sys.executable, "-m", "dvc"]
         worker = None
         try:
@@ -76,8 +82,10 @@ def main() -> None:
     r, f = statistics.median(repro), statistics.median(flow)
     print(f"dvc repro, cached:                       median {r:6.2f} s  runs {[round(x, 2) for x in repro]}")
     print(f"prefect deployment run grpo/full, cached: median {f:6.2f} s  runs {[round(x, 2) for x in flow]}")
-    print(f"orchestration overhead: {f - r:+.2f} s ({f / r:.1f}x dvc repro); budget +{BUDGET_S:.0f} s: "
-          f"{'within' if f - r <= BUDGET_S else 'OVER'}  (worker polls every {args.query_seconds:g} s)")
+    print(
+        f"orchestration overhead: {f - r:+.2f} s ({f / r:.1f}x dvc repro); budget +{BUDGET_S:.0f} s: "
+        f"{'within' if f - r <= BUDGET_S else 'OVER'}  (worker polls every {args.query_seconds:g} s)"
+    )
 
 
 if __name__ == "__main__":

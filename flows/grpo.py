@@ -63,14 +63,17 @@ def metrics_markdown(repo: Path, stage: Stage) -> str | None:
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+            data = (
+                json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+            )
         except (json.JSONDecodeError, yaml.YAMLError):
             continue
         rows += [f"| {rel} | {key} | {value} |" for key, value in _flatten(data)]
     if not rows:
         return None
-    return "\n".join([f"### Metrics of stage `{stage.name}`", "", "| file | metric | value |",
-                      "|---|---|---|", *rows])
+    return "\n".join(
+        [f"### Metrics of stage `{stage.name}`", "", "| file | metric | value |", "|---|---|---|", *rows]
+    )
 
 
 def image_markdown(repo: Path, stage: Stage) -> list[tuple[str, str]]:
@@ -78,8 +81,11 @@ def image_markdown(repo: Path, stage: Stage) -> list[tuple[str, str]]:
     found: list[Path] = []
     for rel in stage.plots:
         path = repo / rel
-        found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else (
-            [path] if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else [])
+        found += (
+            sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if path.is_dir()
+            else ([path] if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else [])
+        )
     out: list[tuple[str, str]] = []
     for img in found:
         rel = img.relative_to(repo).as_posix()
@@ -98,8 +104,15 @@ def _artifact_key(*parts: str) -> str:
 
 
 @task(name="stage", task_run_name="{stage.name}", cache_policy=NO_CACHE, persist_result=False)
-def run_stage(stage: Stage, repo: str, force: bool, push: bool, remote: str | None,
-              set_params: list[str], known_unchanged: bool = False) -> dict[str, Any]:
+def run_stage(
+    stage: Stage,
+    repo: str,
+    force: bool,
+    push: bool,
+    remote: str | None,
+    set_params: list[str],
+    known_unchanged: bool = False,
+) -> dict[str, Any]:
     """Pull what is missing, reproduce one stage, push its outputs; report whether it ran.
 
     `known_unchanged`: the flow's `dvc status` found this stage and all its upstream stages
@@ -114,14 +127,23 @@ def run_stage(stage: Stage, repo: str, force: bool, push: bool, remote: str | No
         missing = _missing(root, stage)
         if missing:
             log.info("missing here: %s; pulling from the DVC remote", ", ".join(missing))
-            check(run_dvc(["pull", "--allow-missing", "--with-deps", *remote_args, stage.name], root, log),
-                  f"pull for stage {stage.name}", transient_by_default=True)
+            check(
+                run_dvc(["pull", "--allow-missing", "--with-deps", *remote_args, stage.name], root, log),
+                f"pull for stage {stage.name}",
+                transient_by_default=True,
+            )
         if known_unchanged and not missing and not force:
             log.info("dvc status: stage %s and its inputs are unchanged", stage.name)
         else:
             if set_params:
-                args = ["exp", "run", "--single-item", *(["--force"] if force else []),
-                        *[a for kv in set_params for a in ("-S", kv)], stage.name]
+                args = [
+                    "exp",
+                    "run",
+                    "--single-item",
+                    *(["--force"] if force else []),
+                    *[a for kv in set_params for a in ("-S", kv)],
+                    stage.name,
+                ]
             else:
                 args = ["repro", "--single-item", *(["--force"] if force else []), stage.name]
             done = check(run_dvc(args, root, log), f"stage {stage.name}", transient_by_default=False)
@@ -129,18 +151,23 @@ def run_stage(stage: Stage, repo: str, force: bool, push: bool, remote: str | No
         if push and already_pushed(root, remote, stage.name):
             log.info("outputs of %s already pushed to this remote (unchanged since)", stage.name)
         elif push:
-            check(run_dvc(["push", *remote_args, stage.name], root, log),
-                  f"push of stage {stage.name}", transient_by_default=True)
+            check(
+                run_dvc(["push", *remote_args, stage.name], root, log),
+                f"push of stage {stage.name}",
+                transient_by_default=True,
+            )
             record_push(root, remote, stage.name)
     except TransientStageError as err:
         raise TransientStageError(f"{err} ({attempt})") from None
     table = metrics_markdown(root, stage)
     if table:
-        create_markdown_artifact(table, key=_artifact_key(stage.name, "metrics"),
-                                 description=f"metrics of stage {stage.name}")
+        create_markdown_artifact(
+            table, key=_artifact_key(stage.name, "metrics"), description=f"metrics of stage {stage.name}"
+        )
     for rel, md in image_markdown(root, stage):
-        create_markdown_artifact(md, key=_artifact_key(stage.name, Path(rel).stem),
-                                 description=f"{rel} from stage {stage.name}")
+        create_markdown_artifact(
+            md, key=_artifact_key(stage.name, Path(rel).stem), description=f"{rel} from stage {stage.name}"
+        )
     log.info("stage %s %s", stage.name, "ran" if executed else "was up to date (not re-executed)")
     return {"stage": stage.name, "executed": executed, "pushed": push}
 
@@ -210,12 +237,16 @@ def grpo(
     ups = upstream(read_stages(root / "dvc.yaml"))
     results: dict[str, bool] = {}
     for stage in plan:
-        unchanged = (changed is not None and stage.name not in changed
-                     and not any(results.get(u) or u in forced for u in ups[stage.name]))
+        unchanged = (
+            changed is not None
+            and stage.name not in changed
+            and not any(results.get(u) or u in forced for u in ups[stage.name])
+        )
         out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged)
         results[stage.name] = out["executed"]
     create_table_artifact(
         [{"stage": k, "executed": v, "pushed": push} for k, v in results.items()],
-        key="grpo-stages", description="which stages ran (DVC's cache skips unchanged ones)",
+        key="grpo-stages",
+        description="which stages ran (DVC's cache skips unchanged ones)",
     )
     return results

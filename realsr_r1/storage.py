@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def build_manifest(
     return {
         "name": name,
         "version": version,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": files,
         "metrics": metrics or {},
     }
@@ -109,9 +109,7 @@ class ReleaseStore:
 
     def __init__(self, bucket: str, client: Any | None = None) -> None:
         if not bucket:
-            raise ReleaseError(
-                "no release bucket: set params publish.bucket or $REALSR_RELEASE_BUCKET"
-            )
+            raise ReleaseError("no release bucket: set params publish.bucket or $REALSR_RELEASE_BUCKET")
         self.bucket = bucket
         self.s3 = client or boto3.client("s3")
 
@@ -217,13 +215,21 @@ class ReleaseStore:
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
         try:
             self.s3.put_object(
-                Bucket=self.bucket, Key=self._key(name, version, MANIFEST), Body=body,
+                Bucket=self.bucket,
+                Key=self._key(name, version, MANIFEST),
+                Body=body,
                 ContentType="application/json",
             )
         except (ClientError, BotoCoreError) as err:
             raise self._fail("writing the manifest", err) from None
-        log.info("released %s@%s: %d files to s3://%s/%s", name, version, len(manifest["files"]),
-                 self.bucket, self._key(name, version))
+        log.info(
+            "released %s@%s: %d files to s3://%s/%s",
+            name,
+            version,
+            len(manifest["files"]),
+            self.bucket,
+            self._key(name, version),
+        )
         rel_obj = self._read_manifest(name, version)
         assert rel_obj is not None
         return rel_obj
@@ -253,8 +259,18 @@ class ReleaseStore:
                         f"(manifest {meta['sha256'][:12]}, downloaded {got[:12]}); download deleted"
                     )
             (tmp / MANIFEST).write_text(
-                json.dumps({"name": rel.name, "version": rel.version, "created": rel.created,
-                            "files": rel.files, "metrics": rel.metrics}, indent=2, sort_keys=True) + "\n"
+                json.dumps(
+                    {
+                        "name": rel.name,
+                        "version": rel.version,
+                        "created": rel.created,
+                        "files": rel.files,
+                        "metrics": rel.metrics,
+                    },
+                    indent=2,
+                    sort_keys=True,
+                )
+                + "\n"
             )
             if dest.exists():
                 dest.rmdir()

@@ -41,21 +41,44 @@ class Session:
     work: Path
 
     def run(self, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-        done = subprocess.run(list(args), cwd=self.repo, env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(
+            list(args),
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and done.returncode != 0:
-            raise AssertionError(f"{args} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            raise AssertionError(
+                f"{args} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
         return done
 
     def api(self, path: str, body: dict[str, Any]) -> Any:
-        req = urllib.request.Request(f"{self.prefect.api_url}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            f"{self.prefect.api_url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 
     def deployment_run(self, *params: str) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
-        done = self.run(str(BIN / "prefect"), "deployment", "run", "grpo/full", *params, "--watch",
-                        "--watch-timeout", "900", check=False, timeout=960)
+        done = self.run(
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            "grpo/full",
+            *params,
+            "--watch",
+            "--watch-timeout",
+            "900",
+            check=False,
+            timeout=960,
+        )
         text = done.stdout + done.stderr
         m = re.search(r"UUID:\s*([0-9a-f-]{36})", text)
         assert m, text[-3000:]
@@ -63,8 +86,10 @@ class Session:
         return done, runs[0]
 
     def stages_artifact(self, flow_run_id: str) -> dict[str, bool]:
-        arts = self.api("/artifacts/filter", {"artifacts": {"key": {"any_": ["grpo-stages"]},
-                                                            "flow_run_id": {"any_": [flow_run_id]}}})
+        arts = self.api(
+            "/artifacts/filter",
+            {"artifacts": {"key": {"any_": ["grpo-stages"]}, "flow_run_id": {"any_": [flow_run_id]}}},
+        )
         assert len(arts) == 1, arts
         data = arts[0]["data"]
         rows = json.loads(data) if isinstance(data, str) else data
@@ -83,8 +108,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
 
     s3 = MotoS3(work)
     relay = Relay(s3.port)
-    direct = boto3.client("s3", endpoint_url=s3.url, aws_access_key_id="t", aws_secret_access_key="t",
-                          region_name="us-east-1")
+    direct = boto3.client(
+        "s3", endpoint_url=s3.url, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
+    )
     for bucket in (DVC_BUCKET, RELEASE_BUCKET):
         direct.create_bucket(Bucket=bucket)
     prefect = PrefectServer(work)
@@ -92,9 +118,16 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     env.update(s3_env(relay.url))
     env.update(prefect.env)
     env.update(GIT_ID)
-    env.update({"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
-                "REALSR_DVC_BUCKET": DVC_BUCKET, "REALSR_RELEASE_BUCKET": RELEASE_BUCKET,
-                "PWD": str(repo), "PREFECT_WORKER_QUERY_SECONDS": "1"})
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(repo),
+            "REALSR_DVC_BUCKET": DVC_BUCKET,
+            "REALSR_RELEASE_BUCKET": RELEASE_BUCKET,
+            "PWD": str(repo),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+        }
+    )
     sess = Session(repo, env, s3, relay, prefect, None, work)  # type: ignore[arg-type]
     try:
         sess.run("make", "remote-s3")
@@ -111,8 +144,13 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
 
 
 def _remote_keys(sess: Session) -> set[str]:
-    client = boto3.client("s3", endpoint_url=sess.s3.url, aws_access_key_id="t", aws_secret_access_key="t",
-                          region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=sess.s3.url,
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+        region_name="us-east-1",
+    )
     keys: set[str] = set()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=DVC_BUCKET, Prefix="dvc/files/md5/"):
         keys |= {o["Key"].removeprefix("dvc/files/md5/") for o in page.get("Contents", [])}
@@ -126,8 +164,11 @@ def _lock_keys(sess: Session) -> set[str]:
     cache = sess.repo / ".dvc/cache/files/md5"
     keys: set[str] = set()
     for name, stage in spec.items():
-        cached = {p if isinstance(p, str) else next(iter(p)) for p in stage.get("outs", [])
-                  if isinstance(p, str) or next(iter(p.values())).get("cache", True)}
+        cached = {
+            p if isinstance(p, str) else next(iter(p))
+            for p in stage.get("outs", [])
+            if isinstance(p, str) or next(iter(p.values())).get("cache", True)
+        }
         for out in lock[name]["outs"]:
             if out["path"] not in cached:
                 continue
@@ -178,8 +219,9 @@ def test_second_run_executes_no_stage(session: Session) -> None:
 def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) -> None:
     before_remote = _remote_keys(session)
     # synthesize alone, with a param override (a DVC experiment): its new outputs must be pushed
-    params = json.dumps({"stages": ["synthesize"], "overrides": {"synthesize.per_image": 2},
-                         "retries": 2, "retry_delay_s": 1})
+    params = json.dumps(
+        {"stages": ["synthesize"], "overrides": {"synthesize.per_image": 2}, "retries": 2, "retry_delay_s": 1}
+    )
     session.relay.down()
     try:
         done, run = session.deployment_run("--params", params)
@@ -209,8 +251,13 @@ def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) 
 
 
 def test_tampered_release_object_fails_pull(session: Session) -> None:
-    direct = boto3.client("s3", endpoint_url=session.s3.url, aws_access_key_id="t", aws_secret_access_key="t",
-                          region_name="us-east-1")
+    direct = boto3.client(
+        "s3",
+        endpoint_url=session.s3.url,
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+        region_name="us-east-1",
+    )
     direct.put_object(Bucket=RELEASE_BUCKET, Key=f"releases/{RELEASE}/v1/params.yaml", Body=b"seed: 1\n")
     out = session.work / "tampered"
     got = session.realsr("pull", f"{RELEASE}@v1", "-o", str(out))
@@ -233,9 +280,17 @@ def test_bad_params_fail_at_once_without_retries(session: Session) -> None:
     assert session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}}) == []
 
     # a stage that exits on a bad input (exit 2) is deterministic: one attempt, no retry
-    done, run = session.deployment_run("--params", json.dumps(
-        {"stages": ["ingest"], "overrides": {"data.source": str(session.work / "no-such-folder")},
-         "retries": 2, "retry_delay_s": 1}))
+    done, run = session.deployment_run(
+        "--params",
+        json.dumps(
+            {
+                "stages": ["ingest"],
+                "overrides": {"data.source": str(session.work / "no-such-folder")},
+                "retries": 2,
+                "retry_delay_s": 1,
+            }
+        ),
+    )
     assert done.returncode == 1 and "stage ingest failed" in run["state"]["message"], run["state"]["message"]
     assert "folder not found" in run["state"]["message"]
     tasks = session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
