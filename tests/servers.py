@@ -197,6 +197,14 @@ class Worker:
         _stop(self.proc)
 
 
+GIT_ID = {
+    "GIT_AUTHOR_NAME": "realsr",
+    "GIT_AUTHOR_EMAIL": "realsr@localhost",
+    "GIT_COMMITTER_NAME": "realsr",
+    "GIT_COMMITTER_EMAIL": "realsr@localhost",
+}
+
+
 def copy_repo(src: Path, dst: Path) -> None:
     """Copy the files git would see (tracked + untracked, not ignored) and make `dst` a git repo."""
     files = (
@@ -216,11 +224,3 @@ def copy_repo(src: Path, dst: Path) -> None:
             shutil.copy2(path, dst / rel)
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy of the project"]):
         subprocess.run(["git", *args], cwd=dst, check=True, env={**os.environ, **GIT_ID})
-
-
-GIT_ID = {
-    "GIT_AUTHOR_NAME": "realsr",
-    "GIT_AUTHOR_EMAIL": "realsr@localhost",
-    "GIT_COMMITTER_NAME": "realsr",
-    "GIT_COMMITTER_EMAIL": "realsr@localhost",
-}

@@ -66,12 +66,14 @@ class Session:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 
-    def deployment_run(self, *params: str) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+    def deployment_run(
+        self, *params: str, name: str = "grpo/full"
+    ) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
         done = self.run(
             str(BIN / "prefect"),
             "deployment",
             "run",
-            "grpo/full",
+            name,
             *params,
             "--watch",
             "--watch-timeout",
@@ -272,6 +274,17 @@ def test_deployments_and_nightly_schedule(session: Session) -> None:
     assert nightly["parameters"]["force"] == ["ingest"] and nightly["parameters"]["publish"] is True
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
     assert deps["full"]["work_pool_name"] == nightly["work_pool_name"] == "realsr-gpu"
+
+
+def test_nightly_rescans_the_source_and_holds_back_a_release_without_improvement(session: Session) -> None:
+    done, run = session.deployment_run(name="grpo/nightly")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    executed = session.stages_artifact(run["id"])
+    # ingest is forced (rescan); the unchanged photos leave prepare and synthesize cached
+    assert executed["ingest"] is True and executed["prepare"] is False and executed["synthesize"] is False
+    decision = json.loads((session.repo / "metrics/publish.json").read_text())
+    assert decision["published"] is False and "cannot show an improvement" in decision["reason"]
+    assert session.realsr("releases", RELEASE).stdout.count(f"{RELEASE}@") == 1
 
 
 def test_bad_params_fail_at_once_without_retries(session: Session) -> None:
