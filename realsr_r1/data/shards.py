@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 
 from realsr_r1.data.images import decode_png
 
@@ -39,6 +38,8 @@ class ShardSample:
 
 def write_shards(samples: Iterable[dict[str, bytes | str]], out_dir: str | Path, shard_size: int) -> int:
     """Write encoded samples (dicts with `__key__` and the fields) into numbered tars; returns the count."""
+    import webdataset as wds  # imports torch: only where shards are written or read, not in workers
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     count, writer = 0, None
@@ -77,6 +78,8 @@ def _decode(sample: dict[str, Any]) -> ShardSample:
 
 def read_samples(split_dir: str | Path) -> Iterator[ShardSample]:
     """All samples of a split, decoded, in shard order (no shuffling: for stages and tests)."""
+    import webdataset as wds
+
     urls = shard_paths(split_dir)
     if not urls:
         return iter(())

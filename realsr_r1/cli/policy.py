@@ -1,0 +1,76 @@
+"""`realsr init-policy` (an untrained checkpoint from params) and `realsr upscale` (run the chain)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from realsr_r1.atomic import atomic_dir
+from realsr_r1.cli.app import app, one_line_errors
+from realsr_r1.config import Params, ParamsError, load_params, parse_params
+from realsr_r1.data.images import PhotoError, read_photo, write_png
+from realsr_r1.policy.settings import policy_config, sampling
+from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy
+from realsr_r1.policy.upscale import upscale as run_upscale
+from realsr_r1.tokenizers.image import TokenizerError, load_image_tokenizer
+from realsr_r1.tokenizers.text import load_text_tokenizer
+
+log = logging.getLogger(__name__)
+ParamsOption = Annotated[Optional[Path], typer.Option("--params", help="params.yaml (default: built-in defaults)")]
+
+
+def _params(path: Path | None) -> Params:
+    return load_params(path) if path else parse_params({}, "defaults")
+
+
+@app.command("init-policy")
+@one_line_errors(ParamsError, TokenizerError, FileNotFoundError, ValueError)
+def init_policy(
+    tokenizer: Annotated[Path, typer.Option("--tokenizer", help="tokenizer stage output: image/ and text/")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="directory to write the policy checkpoint to")],
+    params: ParamsOption = None,
+) -> None:
+    """Write an untrained policy checkpoint built from params (the starting point of SFT)."""
+    cfg = _params(params)
+    policy = TinyPolicy.build(policy_config(cfg), load_text_tokenizer(tokenizer / "text"), load_image_tokenizer(tokenizer / "image"))
+    with atomic_dir(out) as tmp:
+        policy.save_pretrained(tmp)
+    n = sum(p.numel() for p in policy.parameters())
+    typer.echo(f"wrote {out} ({n / 1e6:.2f} M parameters, vocabulary {policy.layout.vocab_size})")
+
+
+@app.command()
+@one_line_errors(ParamsError, PhotoError, PolicyLoadError, TokenizerError, FileNotFoundError)
+def upscale(
+    image: Annotated[Path, typer.Argument(help="photo to upscale (any size; gray and RGBA are fine)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="output PNG")],
+    model: Annotated[Path, typer.Option("--model", help="policy checkpoint directory")] = Path("models/policy"),
+    show_cot: Annotated[bool, typer.Option("--show-cot", help="print the degradation and understanding text")] = False,
+    steps_dir: Annotated[Optional[Path], typer.Option("--steps-dir", help="also write the rough and middle images here")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
+    overlap: Annotated[int, typer.Option("--overlap", help="tile overlap in LR pixels")] = 4,
+    params: ParamsOption = None,
+) -> None:
+    """Restore and upscale a photo with the VLCoT chain, tile by tile."""
+    photo = read_photo(image)
+    policy = TinyPolicy.from_pretrained(model)
+    result = run_upscale(policy, photo, sampling(_params(params)), seed=seed, overlap=overlap)
+    write_png(out, result.images["final_image"])
+    if steps_dir is not None:
+        for block in ("rough_image", "middle_image"):
+            write_png(steps_dir / f"{block}.png", result.images[block])
+    h, w = photo.shape[:2]
+    fh, fw = result.images["final_image"].shape[:2]
+    typer.echo(f"{image.name}: {w}x{h} -> {fw}x{fh} in {result.tiles} tiles, wrote {out}")
+    if show_cot:
+        chain = result.chain
+        if chain is None:
+            typer.echo("(the centre tile's chain did not finish: raise rollout.max_new_tokens)")
+        else:
+            typer.echo(f"degradation: {chain.degradation}")
+            typer.echo(f"rough understanding: {chain.rough_understand}")
+            typer.echo(f"middle understanding: {chain.middle_understand}")
+            typer.echo(f"final understanding: {chain.final_understand}")

@@ -1,0 +1,1 @@
+"""The VLCoT policy: sequence layout, the policy interface, the tiny backbone, the rollout engine."""

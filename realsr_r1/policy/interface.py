@@ -1,0 +1,127 @@
+"""The policy interface SFT and GRPO train through, and the typed batches it speaks.
+
+A backbone (the tiny Llama here; Janus-Pro later) implements `Policy`: build prompts from LR
+photos, build teacher-forcing targets from chains, score completions (per-token log-probs
+under the constrained, temperature-scaled distribution), roll out groups, decode images.
+Training code touches nothing else, so a second backbone needs no change to SFT/GRPO.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realsr_r1.vlcot import VLCoT, Completion
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How completions are drawn; log-probs follow the temperatures, not the top-p / top-k cut."""
+
+    temperature: float = 0.9  # text tokens
+    top_p: float = 0.95  # text tokens (1.0: off)
+    image_temperature: float = 0.9
+    image_top_k: int = 0  # image codes (0: off)
+    cfg: float | None = None  # classifier-free guidance scale on image codes (the paper: 0.8); None: off
+    max_text_tokens: int = 64  # a text block this long is closed by force (the sample is truncated)
+    max_new_tokens: int = 1024  # a sample not finished by then is cut (truncated)
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class PromptBatch:
+    """B prompts of one length (the layout makes every prompt the same length)."""
+
+    input_ids: torch.Tensor  # (B, P) long
+    uncond_ids: torch.Tensor  # (B, P) long: the LR blanked, for CFG
+    lr: torch.Tensor  # (B, 3, h, w) float in [0, 1]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def repeat(self, group_size: int) -> PromptBatch:
+        """Each prompt `group_size` times in a row (a GRPO group is contiguous)."""
+        rep = lambda t: t.repeat_interleave(group_size, dim=0)  # noqa: E731
+        return PromptBatch(rep(self.input_ids), rep(self.uncond_ids), rep(self.lr))
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Prompts plus right-padded completions (the unit SFT and GRPO score)."""
+
+    prompt: PromptBatch
+    completion_ids: torch.Tensor  # (B, L) long, padded with the pad id
+    completion_mask: torch.Tensor  # (B, L) bool: real completion tokens (eos included)
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Per completion token: log-prob under the constrained distribution and the slot masks."""
+
+    logprobs: torch.Tensor  # (B, L); 0 at forced and padded positions
+    text_mask: torch.Tensor  # (B, L) bool: sampled text tokens (incl. the closing tag drawn)
+    image_mask: torch.Tensor  # (B, L) bool: sampled image codes
+    log_z: torch.Tensor  # (B, L) logsumexp of the raw logits (for a z-loss)
+
+    @property
+    def sampled_mask(self) -> torch.Tensor:
+        return self.text_mask | self.image_mask
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """G samples per prompt: ids, log-probs under the sampling policy, masks, chains, images."""
+
+    batch: SequenceBatch  # prompts repeated G times (rows g*... contiguous per prompt)
+    group: torch.Tensor  # (N,) index of the prompt each row came from
+    logprobs: torch.Tensor  # (N, L) as in `TokenScores`
+    text_mask: torch.Tensor
+    image_mask: torch.Tensor
+    truncated: torch.Tensor  # (N,) bool: hit a length guard; scores 0 on format
+    completions: list[Completion]  # text with image placeholders + decoded uint8 RGB images
+    chains: list[VLCoT | None]  # parsed blocks (None where unfinished or unparsable)
+
+    @property
+    def sampled_mask(self) -> torch.Tensor:
+        return self.text_mask | self.image_mask
+
+    def __len__(self) -> int:
+        return len(self.completions)
+
+
+class Policy(ABC, torch.nn.Module):
+    """What SFT and GRPO need of a backbone; `torch.nn.Module` for parameters and modes."""
+
+    @abstractmethod
+    def prompts(self, lr: list[np.ndarray]) -> PromptBatch:
+        """Prompts for uint8 RGB LR photos of the model's LR size."""
+
+    @abstractmethod
+    def targets(self, prompts: PromptBatch, chains: list[VLCoT]) -> SequenceBatch:
+        """Teacher-forcing sequences: chains with uint8 RGB images at 1/4, 1/2 and full GT size."""
+
+    @abstractmethod
+    def score(self, batch: SequenceBatch, sampling: Sampling = Sampling()) -> TokenScores:
+        """Teacher-forced per-token log-probs (differentiable), with the rollout's constraints."""
+
+    @abstractmethod
+    def rollout(self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0) -> Rollout:
+        """G samples per prompt, batched, with the constrained decoding of the layout."""
+
+    @abstractmethod
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write safetensors + JSON config + tokenizers into `path`."""
+
+    @property
+    @abstractmethod
+    def lr_size(self) -> int:
+        """Side of the LR photo the model reads (GT side / scale)."""
+
+    @property
+    @abstractmethod
+    def scale(self) -> int:
+        """Upscaling factor from the LR to the final image."""

@@ -1,0 +1,299 @@
+"""The tiny default backbone: a Llama-style decoder from `transformers` with one vocabulary
+for text and image codes, and a continuous patch projector for the LR input (Janus-style
+decoupled understanding input) or, optionally, the LR as image codes (Lumina-mGPT style).
+
+Saved as a directory: `policy.json` (this config), `backbone/` (the Llama, safetensors),
+`projector.safetensors`, `tokenizer/` (text) and `image_tokenizer/`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from realsr_r1.policy import rollout as engine
+from realsr_r1.policy.interface import Policy, PromptBatch, Rollout, Sampling, SequenceBatch, TokenScores
+from realsr_r1.policy.layout import FORCED, IMAGE, Layout
+from realsr_r1.tokenizers.image import ImageTokenizer, load_image_tokenizer, patchify, to_tensor, to_uint8
+from realsr_r1.tokenizers.text import load_text_tokenizer
+from realsr_r1.vlcot import IMAGE_BLOCK_DOWNSCALE, IMAGE_BLOCKS, TEXT_BLOCKS, Completion, VLCoT, VLCoTFormatError, parse
+
+CONFIG_FILE = "policy.json"
+
+
+class PolicyLoadError(FileNotFoundError):
+    """A policy directory that is missing or incomplete; the message names the path."""
+
+
+@dataclass(frozen=True)
+class TinyPolicyConfig:
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    intermediate_size: int = 688
+    max_position: int = 1024
+    dropout: float = 0.0
+    lr_input: Literal["projector", "codes"] = "projector"
+    lr_patch: int = 4  # projector: side of one LR patch in pixels
+    gt_size: int = 64
+    scale: int = 4
+    seed: int = 0
+
+    @property
+    def lr_size(self) -> int:
+        return self.gt_size // self.scale
+
+
+class PatchProjector(nn.Module):
+    """LR pixels -> one embedding per p x p patch (MLP + learned slot position)."""
+
+    def __init__(self, patch: int, slots: int, hidden: int) -> None:
+        super().__init__()
+        self.patch = patch
+        self.mlp = nn.Sequential(nn.Linear(3 * patch * patch, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.position = nn.Parameter(torch.zeros(slots, hidden))
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        patches = patchify(lr * 2.0 - 1.0, self.patch)
+        return self.mlp(patches.reshape(len(lr), -1, patches.shape[-1])) + self.position
+
+
+class TinyPolicy(Policy):
+    """Llama decoder + projector + the two tokenizers; implements `Policy` and `StepModel`."""
+
+    def __init__(
+        self,
+        config: TinyPolicyConfig,
+        backbone: LlamaForCausalLM,
+        text_tokenizer: PreTrainedTokenizerFast,
+        image_tokenizer: ImageTokenizer,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.text_tokenizer = text_tokenizer
+        self.image_tokenizer = image_tokenizer
+        f = image_tokenizer.factor
+        for block, down in IMAGE_BLOCK_DOWNSCALE.items():
+            if (config.gt_size // down) % f:
+                raise ValueError(f"{block} side {config.gt_size // down} is not a multiple of the tokenizer factor {f}")
+        grids = {b: (config.gt_size // d // f,) * 2 for b, d in IMAGE_BLOCK_DOWNSCALE.items()}
+        slots = (config.lr_size // config.lr_patch) ** 2
+        if config.lr_input == "codes":
+            if image_tokenizer.config.residual:
+                raise ValueError("lr_input 'codes' needs an image tokenizer with residual: false")
+            image_tokenizer.check_size(config.lr_size, config.lr_size)
+        elif config.lr_size % config.lr_patch:
+            raise ValueError(f"LR side {config.lr_size} is not a multiple of lr_patch {config.lr_patch}")
+        self.layout = Layout(text_tokenizer, image_tokenizer.codebook_size, grids, slots)
+        if backbone.config.vocab_size != self.layout.vocab_size:
+            raise ValueError(f"backbone vocabulary {backbone.config.vocab_size} != layout {self.layout.vocab_size}")
+        self.projector = (
+            PatchProjector(config.lr_patch, slots, config.hidden_size) if config.lr_input == "projector" else None
+        )
+
+    # ------------------------------------------------------------------------ building
+    @staticmethod
+    def build(
+        config: TinyPolicyConfig, text_tokenizer: PreTrainedTokenizerFast, image_tokenizer: ImageTokenizer
+    ) -> TinyPolicy:
+        """A freshly initialised policy (seeded): the starting point SFT loads."""
+        torch.manual_seed(config.seed)
+        vocab = len(text_tokenizer) + image_tokenizer.codebook_size
+        llama = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads,
+            num_key_value_heads=config.num_kv_heads,
+            max_position_embeddings=config.max_position,
+            attention_dropout=config.dropout,
+            bos_token_id=text_tokenizer.bos_token_id,
+            eos_token_id=text_tokenizer.eos_token_id,
+            pad_token_id=text_tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+        )
+        backbone = LlamaForCausalLM(llama)
+        return TinyPolicy(config, backbone.eval(), text_tokenizer, image_tokenizer).eval()
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from realsr_r1.tokenizers.image import save_image_tokenizer
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
+        self.backbone.save_pretrained(path / "backbone")
+        if self.projector is not None:
+            save_file({k: v.contiguous() for k, v in self.projector.state_dict().items()}, str(path / "projector.safetensors"))
+        self.text_tokenizer.save_pretrained(path / "tokenizer")
+        save_image_tokenizer(self.image_tokenizer, path / "image_tokenizer")
+
+    @staticmethod
+    def from_pretrained(path: str | Path) -> TinyPolicy:
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file():
+            raise PolicyLoadError(f"{path}: not a policy checkpoint (missing {CONFIG_FILE})")
+        config = TinyPolicyConfig(**json.loads((path / CONFIG_FILE).read_text()))
+        backbone = LlamaForCausalLM.from_pretrained(path / "backbone")
+        policy = TinyPolicy(config, backbone, load_text_tokenizer(path / "tokenizer"), load_image_tokenizer(path / "image_tokenizer"))
+        if policy.projector is not None:
+            policy.projector.load_state_dict(load_file(str(path / "projector.safetensors")))
+        return policy.eval()
+
+    @property
+    def lr_size(self) -> int:
+        return self.config.lr_size
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    # -------------------------------------------------------------------------- inputs
+    def embed(self, ids: torch.Tensor, lr: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings; LR patch slots get the projected LR pixels (none when `lr` is None)."""
+        emb = self.backbone.get_input_embeddings()(ids)
+        if self.projector is not None and lr is not None:
+            slots = ids == self.layout.lr_patch
+            if slots.any():
+                emb = emb.clone()
+                emb[slots] = emb[slots] + self.projector(lr).reshape(-1, emb.shape[-1]).to(emb.dtype)
+        return emb
+
+    def prompts(self, lr: list[np.ndarray]) -> PromptBatch:
+        lr_t = to_tensor(list(lr))
+        side = self.lr_size
+        if tuple(lr_t.shape[-2:]) != (side, side):
+            raise ValueError(f"LR photos must be {side}x{side}, got {lr_t.shape[-1]}x{lr_t.shape[-2]}")
+        codes = self.image_tokenizer.encode(lr_t) if self.config.lr_input == "codes" else None
+        cond = [self.layout.prompt_ids(None if codes is None else codes[i]) for i in range(len(lr_t))]
+        uncond = [self.layout.prompt_ids(None if codes is None else codes[i], unconditional=True) for i in range(len(lr_t))]
+        return PromptBatch(torch.tensor(cond), torch.tensor(uncond), lr_t)
+
+    def image_codes(self, images: list[np.ndarray], lr: torch.Tensor) -> torch.Tensor:
+        """uint8 chain images of one size -> (N, h, w) codes (residual over bicubic(LR) if so)."""
+        return self.image_tokenizer.encode(to_tensor(list(images)), lr)
+
+    def targets(self, prompts: PromptBatch, chains: list[VLCoT]) -> SequenceBatch:
+        codes = {b: self.image_codes([getattr(c, b) for c in chains], prompts.lr) for b in IMAGE_BLOCKS}
+        seqs = [
+            self.layout.completion_ids({b: getattr(c, b) for b in TEXT_BLOCKS}, {b: codes[b][i] for b in IMAGE_BLOCKS})
+            for i, c in enumerate(chains)
+        ]
+        return _pad(prompts, seqs, self.layout.pad)
+
+    # ------------------------------------------------------------------------- scoring
+    def logits(self, ids: torch.Tensor, lr: torch.Tensor | None) -> torch.Tensor:
+        return self.backbone(inputs_embeds=self.embed(ids, lr), use_cache=False).logits
+
+    def score(self, batch: SequenceBatch, sampling: Sampling = Sampling()) -> TokenScores:
+        p = batch.prompt.input_ids.shape[1]
+        comp = batch.completion_ids
+        kinds = self.layout.replay(comp, batch.completion_mask, sampling.max_text_tokens)
+        logits = self.logits(torch.cat([batch.prompt.input_ids, comp], 1), batch.prompt.lr)[:, p - 1 : -1]
+        if sampling.cfg is not None:
+            ulogits = self.logits(torch.cat([batch.prompt.uncond_ids, comp], 1), None)[:, p - 1 : -1]
+            logits = engine.guide(logits, ulogits, kinds == IMAGE, sampling.cfg)
+        valid = batch.completion_mask
+        lp = engine.constrained_logprobs(logits, comp, kinds, self.layout, sampling)
+        return TokenScores(
+            logprobs=torch.where(valid, lp, torch.zeros_like(lp)),
+            text_mask=valid & (kinds >= 2),
+            image_mask=valid & (kinds == IMAGE),
+            log_z=torch.logsumexp(logits.float(), dim=-1),
+        )
+
+    # ------------------------------------------------------------------- StepModel
+    def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, use_cache: bool) -> tuple[torch.Tensor, Any]:
+        cache = DynamicCache(config=self.backbone.config) if use_cache else None
+        out = self.backbone(inputs_embeds=self.embed(input_ids, lr), cache=cache, use_cache=use_cache)
+        return out.logits[:, -1], cache
+
+    def step(self, tokens: torch.Tensor, cache: Any, history: torch.Tensor, lr: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+        if cache is None:  # no KV cache: the whole sequence again
+            return self.backbone(inputs_embeds=self.embed(history, lr), use_cache=False).logits[:, -1], None
+        out = self.backbone(inputs_embeds=self.embed(tokens[:, None], None), cache=cache, use_cache=True)
+        return out.logits[:, -1], cache
+
+    # ------------------------------------------------------------------------- rollout
+    def rollout(self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0) -> Rollout:
+        rows = prompts.repeat(group_size)
+        expected = self.image_tokenizer.config.decode == "expected"
+        raw = engine.generate(self, rows, sampling, seed, keep_image_probs=expected)
+        images = self.decode_images(raw, rows.lr)
+        completions, chains = [], []
+        for i in range(len(rows)):
+            ids = raw.completion_ids[i][raw.completion_mask[i]].tolist()
+            done_images = tuple(images[b][i] for b in IMAGE_BLOCKS if images[b][i] is not None)
+            completion = Completion(self.layout.completion_text(ids), done_images)
+            completions.append(completion)
+            chain = None
+            if bool(raw.finished[i]):
+                try:
+                    chain = parse(completion)
+                except VLCoTFormatError:
+                    chain = None
+            chains.append(chain)
+        mask = raw.completion_mask
+        return Rollout(
+            batch=SequenceBatch(rows, raw.completion_ids, mask),
+            group=torch.arange(len(prompts)).repeat_interleave(group_size),
+            logprobs=raw.logprobs,
+            text_mask=mask & (raw.kinds >= 2),
+            image_mask=mask & (raw.kinds == IMAGE),
+            truncated=raw.truncated,
+            completions=completions,
+            chains=chains,
+        )
+
+    def decode_images(self, raw: engine.RawRollout, lr: torch.Tensor) -> dict[str, list[np.ndarray | None]]:
+        """Per image block, the uint8 image of each row whose block finished (else None)."""
+        out: dict[str, list[np.ndarray | None]] = {}
+        image_pos = raw.kinds == IMAGE
+        counts = image_pos.sum(1)
+        start = 0
+        for block in IMAGE_BLOCKS:
+            h, w = self.layout.image_grids[block]
+            end = start + h * w
+            ready = (counts >= end).nonzero().flatten().tolist()
+            row_images: list[np.ndarray | None] = [None] * len(lr)
+            if ready:
+                if raw.image_probs is not None:
+                    probs = raw.image_probs[ready, start:end].reshape(len(ready), h, w, -1)
+                    pixels = self.image_tokenizer.decode_expected(probs, lr[ready])
+                else:
+                    codes = torch.stack([raw.completion_ids[r][image_pos[r]][start:end] for r in ready])
+                    codes = (codes - self.layout.code_offset).reshape(len(ready), h, w)
+                    pixels = self.image_tokenizer.decode(codes, lr[ready])
+                for r, img in zip(ready, to_uint8(pixels), strict=True):
+                    row_images[r] = img
+            out[block] = row_images
+            start = end
+        return out
+
+
+def _pad(prompts: PromptBatch, seqs: list[list[int]], pad: int) -> SequenceBatch:
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = True
+    return SequenceBatch(prompts, ids, mask)
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load a saved policy directory (the backbone named in its config)."""
+    return TinyPolicy.from_pretrained(path)
+
+
+__all__ = ["FORCED", "TinyPolicy", "TinyPolicyConfig", "load_policy"]

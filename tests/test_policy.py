@@ -1,0 +1,126 @@
+"""The VLCoT layout and the tiny policy: prompts, teacher-forcing targets, scoring, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from realsr_r1.policy.interface import Sampling
+from realsr_r1.policy.layout import IMAGE
+from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy
+from realsr_r1.tokenizers.image import to_uint8
+from realsr_r1.vlcot import Completion, VLCoT, parse
+from tests.chain_data import UNDERSTANDING, tiny_chain, tiny_policy_config
+
+
+@pytest.fixture(scope="module")
+def parts():
+    chain, image_tok, text_tok = tiny_chain(n=24, codebook=64)
+    policy = TinyPolicy.build(tiny_policy_config(), text_tok, image_tok)
+    return chain, policy
+
+
+def chains_of(chain, n: int) -> list[VLCoT]:
+    imgs = {k: to_uint8(v[:n]) for k, v in chain.images.items()}
+    return [
+        VLCoT(
+            degradation="medium blur, downsample, heavy noise, light compression",
+            rough_understand=UNDERSTANDING[i % 4],
+            middle_understand=UNDERSTANDING[(i + 1) % 4],
+            final_understand=UNDERSTANDING[(i + 2) % 4],
+            rough_image=imgs["rough"][i],
+            middle_image=imgs["middle"][i],
+            final_image=imgs["final"][i],
+        )
+        for i in range(n)
+    ]
+
+
+def test_prompt_layout(parts) -> None:
+    chain, policy = parts
+    prompts = policy.prompts(list(to_uint8(chain.lr[:3])))
+    lay = policy.layout
+    assert prompts.input_ids.shape == prompts.uncond_ids.shape and prompts.input_ids.shape[0] == 3
+    row = prompts.input_ids[0].tolist()
+    assert row[0] == lay.bos
+    start = row.index(lay.image_start)
+    assert row[start + 1 : start + 1 + 16] == [lay.lr_patch] * 16 and row[start + 17] == lay.image_end
+    with pytest.raises(ValueError, match="16x16"):
+        policy.prompts([np.zeros((20, 20, 3), np.uint8)])
+
+
+def test_targets_follow_the_layout_and_render_back(parts) -> None:
+    chain, policy = parts
+    prompts = policy.prompts(list(to_uint8(chain.lr[:2])))
+    targets = policy.targets(prompts, chains_of(chain, 2))
+    lay = policy.layout
+    kinds = lay.replay(targets.completion_ids, targets.completion_mask, 64)
+    assert int(((kinds == IMAGE) & targets.completion_mask).sum(1)[0]) == 4 + 16 + 64
+    ids = targets.completion_ids[0][targets.completion_mask[0]].tolist()
+    assert ids[-1] == lay.eos and ids.count(lay.row_end) == 2 + 4 + 8
+    assert ids[ids.index(lay.image_start) + 1 : ids.index(lay.image_start) + 3] == [lay.grid[2], lay.grid[2]]
+    text = lay.completion_text(ids)
+    parsed = parse(Completion(text, (0, 1, 2)))
+    assert parsed.degradation == "medium blur, downsample, heavy noise, light compression"
+    assert parsed.final_understand == UNDERSTANDING[2]
+    broken = targets.completion_ids.clone()
+    broken[0, 0] = lay.close["degradation"]
+    with pytest.raises(ValueError, match="leaves the VLCoT layout at token 0"):
+        lay.replay(broken, targets.completion_mask, 64)
+
+
+def test_score_is_a_differentiable_sft_loss(parts) -> None:
+    chain, policy = parts
+    prompts = policy.prompts(list(to_uint8(chain.lr[:2])))
+    batch = policy.targets(prompts, chains_of(chain, 2))
+    scores = policy.score(batch, Sampling(temperature=1.0, image_temperature=1.0))
+    assert scores.logprobs.shape == batch.completion_ids.shape
+    forced = ~scores.sampled_mask & batch.completion_mask
+    assert torch.all(scores.logprobs[forced] == 0) and torch.all(scores.logprobs[scores.sampled_mask] < 0)
+    loss = -scores.logprobs[scores.sampled_mask].mean()
+    loss.backward()
+    assert policy.projector.mlp[0].weight.grad.abs().sum() > 0
+    assert policy.backbone.get_input_embeddings().weight.grad.abs().sum() > 0
+    policy.zero_grad(set_to_none=True)
+
+
+def test_the_lr_enters_through_the_projector(parts) -> None:
+    chain, policy = parts
+    a = policy.prompts(list(to_uint8(chain.lr[:1])))
+    b = policy.prompts(list(to_uint8(chain.lr[1:2])))
+    assert torch.equal(a.input_ids, b.input_ids)
+    with torch.no_grad():
+        assert not torch.allclose(policy.logits(a.input_ids, a.lr), policy.logits(b.input_ids, b.lr))
+
+
+def test_save_load_identity(parts, tmp_path: Path) -> None:
+    chain, policy = parts
+    policy.save_pretrained(tmp_path / "p")
+    back = TinyPolicy.from_pretrained(tmp_path / "p")
+    assert back.config == policy.config and back.layout.vocab_size == policy.layout.vocab_size
+    prompts = policy.prompts(list(to_uint8(chain.lr[:2])))
+    batch = policy.targets(prompts, chains_of(chain, 2))
+    with torch.no_grad():
+        assert torch.equal(back.score(batch).logprobs, policy.score(batch).logprobs)
+    assert (tmp_path / "p/backbone/model.safetensors").is_file() and (tmp_path / "p/projector.safetensors").is_file()
+    with pytest.raises(PolicyLoadError, match="missing policy.json"):
+        TinyPolicy.from_pretrained(tmp_path / "nothing")
+
+
+def test_lr_as_image_codes() -> None:
+    chain, image_tok, text_tok = tiny_chain(n=24, codebook=64, residual=False)
+    policy = TinyPolicy.build(tiny_policy_config(lr_input="codes"), text_tok, image_tok)
+    assert policy.projector is None
+    prompts = policy.prompts(list(to_uint8(chain.lr[:2])))
+    lay = policy.layout
+    row = prompts.input_ids[0].tolist()
+    start = row.index(lay.image_start)
+    assert row[start + 1 : start + 3] == [lay.grid[2], lay.grid[2]] and row[start + 3] >= lay.code_offset
+    assert lay.lr_patch in prompts.uncond_ids[0].tolist() and lay.lr_patch not in row
+    out = policy.rollout(prompts, 2, Sampling(max_text_tokens=8))
+    assert all(c is not None for c in out.chains)
+    with pytest.raises(ValueError, match="residual: false"):
+        TinyPolicy.build(tiny_policy_config(lr_input="codes"), text_tok, tiny_chain(n=24, codebook=64)[1])

@@ -1,0 +1,85 @@
+"""`realsr init-policy` and `realsr upscale`: untrained checkpoint, tiles, odd inputs, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from realsr_r1.cli import app
+from realsr_r1.policy.upscale import feather, tile_origins
+from realsr_r1.tokenizers.image import save_image_tokenizer
+from tests.chain_data import tiny_chain
+from tests.conftest import REPO
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    _, image_tok, text_tok = tiny_chain(n=12, codebook=64)
+    save_image_tokenizer(image_tok, root / "tokenizer/image")
+    text_tok.save_pretrained(root / "tokenizer/text")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["policy"].update(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64)
+    params["rollout"].update(max_text_tokens=6)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    res = runner.invoke(app, ["init-policy", "--tokenizer", str(root / "tokenizer"), "-o", str(root / "policy"), "--params", str(root / "params.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "M parameters" in res.output
+    return root / "policy", root / "params.yaml"
+
+
+def test_upscale_rgba_photo_writes_4x_rgb_and_steps(checkpoint, tmp_path: Path) -> None:
+    model, params = checkpoint
+    rgba = Image.fromarray(skimage.data.chelsea()).resize((100, 75)).convert("RGBA")
+    rgba.save(tmp_path / "cat.png")
+    res = runner.invoke(
+        app,
+        ["upscale", str(tmp_path / "cat.png"), "-o", str(tmp_path / "out.png"), "--model", str(model),
+         "--params", str(params), "--show-cot", "--steps-dir", str(tmp_path / "steps"), "--seed", "3"],
+    )
+    assert res.exit_code == 0, res.output
+    out = Image.open(tmp_path / "out.png")
+    assert out.size == (400, 300) and out.mode == "RGB"
+    assert Image.open(tmp_path / "steps/middle_image.png").size == (200, 150)
+    assert Image.open(tmp_path / "steps/rough_image.png").size == (100, 75)
+    assert "degradation:" in res.output and "final understanding:" in res.output
+
+
+def test_upscale_grey_and_tiny_inputs(checkpoint, tmp_path: Path) -> None:
+    model, params = checkpoint
+    Image.fromarray(skimage.data.camera()).resize((12, 9)).save(tmp_path / "grey.png")
+    res = runner.invoke(app, ["upscale", str(tmp_path / "grey.png"), "-o", str(tmp_path / "g.png"), "--model", str(model), "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "g.png").size == (48, 36)
+
+
+def test_upscale_errors_are_one_line(checkpoint, tmp_path: Path) -> None:
+    model, params = checkpoint
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    res = runner.invoke(app, ["upscale", str(tmp_path / "bad.png"), "-o", str(tmp_path / "x.png"), "--model", str(model)])
+    assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "bad.png" in res.output
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "ok.png")
+    res = runner.invoke(app, ["upscale", str(tmp_path / "ok.png"), "-o", str(tmp_path / "x.png"), "--model", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "not a policy checkpoint" in res.output and not (tmp_path / "x.png").exists()
+
+
+def test_tiles_cover_and_blend_without_seams() -> None:
+    assert tile_origins(100, 16, 4) == [0, 12, 24, 36, 48, 60, 72, 84]
+    assert tile_origins(16, 16, 4) == [0] and tile_origins(17, 16, 4) == [0, 1]
+    # two overlapping tiles of constant colour blend to a constant: weights sum to a smooth ramp
+    w = feather(64, 16)
+    acc = np.zeros(112)
+    wsum = np.zeros(112)
+    for start, value in ((0, 10.0), (48, 20.0)):
+        acc[start : start + 64] += value * w
+        wsum[start : start + 64] += w
+    blended = acc / wsum
+    assert np.all(np.abs(np.diff(blended)) <= 10.0 / 16 + 1e-9)  # no jump larger than one ramp step

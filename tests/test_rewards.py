@@ -1,0 +1,225 @@
+"""The four rewards and the combiner on golden cases (the paper's two examples first)."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from realsr_r1.config import GenerationParams, RewardParams
+from realsr_r1.degrade.describe import from_text
+from realsr_r1.rewards import (
+    MetricWeightsError,
+    Truth,
+    combine,
+    degradation_reward,
+    degradation_score,
+    format_reward,
+    generation_reward,
+    matched_items,
+    score_batch,
+    understanding_reward,
+)
+from realsr_r1.vlcot import IMAGE_TOKEN, Completion, VLCoT, parse, render
+
+PAPER_GT = "medium blur, downsample, medium noise, light compression, upsample"
+PAPER_PRED = "light blur, downsample, heavy noise, light compression, upsample"
+
+
+def _photo(size: int = 64) -> np.ndarray:
+    """A real photo (the astronaut's face region) resized to size x size."""
+    crop = data.astronaut()[30:330, 100:400]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _chain(gt: np.ndarray, degradation: str = PAPER_GT, rough: str = "a photo", final: np.ndarray | None = None) -> VLCoT:
+    h, w = gt.shape[:2]
+    return VLCoT(
+        degradation=degradation,
+        rough_understand=rough,
+        middle_understand="middle",
+        final_understand="final",
+        rough_image=cv2.resize(gt, (w // 4, h // 4), interpolation=cv2.INTER_AREA),
+        middle_image=cv2.resize(gt, (w // 2, h // 2), interpolation=cv2.INTER_AREA),
+        final_image=gt if final is None else final,
+    )
+
+
+def _degrade(img: np.ndarray, sigma: float = 1.5, noise: float = 15.0) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    blurred = cv2.GaussianBlur(img, (0, 0), sigma).astype(np.float64)
+    return np.clip(blurred + rng.normal(0, noise, img.shape), 0, 255).round().astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------ degradation
+def test_degradation_paper_example_is_exactly_0_6() -> None:
+    assert degradation_score(PAPER_PRED, from_text(PAPER_GT)) == 0.6
+
+
+@pytest.mark.parametrize(
+    ("pred", "expected"),
+    [
+        (PAPER_GT, 1.0),
+        ("medium blur, downsample", 2 / 5),  # shorter: missing items count against
+        (PAPER_GT + ", heavy noise, light blur", 5 / 7),  # longer: extra items count against
+        ("downsample, medium blur, medium noise, light compression, upsample", 4 / 5),  # one swap
+        ("upsample, light compression, medium noise, downsample, medium blur", 1 / 5),  # reversed
+        ("MEDIUM Blur, downsample, medium noise, light compression, upsample", 1.0),  # case-insensitive
+        ("some blur and noise", 0.0),  # not a degradation list
+        ("", 0.0),
+    ],
+    ids=["exact", "shorter", "longer", "swap", "reversed", "case", "unparseable", "empty"],
+)
+def test_degradation_alignment(pred: str, expected: float) -> None:
+    assert degradation_score(pred, from_text(PAPER_GT)) == pytest.approx(expected)
+
+
+def test_matched_items_is_the_longest_common_subsequence() -> None:
+    a = [("blur", "light"), ("noise", "heavy"), ("downsample", None)]
+    assert matched_items(a, a[::-1]) == 1
+    assert matched_items([], a) == 0
+    assert matched_items(a, [a[0], ("ringing", "light"), a[2]]) == 2
+
+
+def test_degradation_reward_batched_and_unparsed_is_zero() -> None:
+    gt = _photo(16)
+    chains = [_chain(gt, PAPER_PRED), None, _chain(gt, PAPER_GT)]
+    out = degradation_reward(chains, [from_text(PAPER_GT)] * 3)
+    assert out.tolist() == [0.6, 0.0, 1.0]
+
+
+# ---------------------------------------------------------------------------- understanding
+def test_understanding_paper_example_is_exactly_0_75() -> None:
+    chain = _chain(_photo(16), rough="Two Lions lying on a rock under a blue sky.")
+    assert understanding_reward([chain], [["lions", "rock", "sky", "clouds"]]).tolist() == [0.75]
+
+
+def test_understanding_tags_ignore_case_and_unparsed_scores_zero() -> None:
+    chain = _chain(_photo(16), rough="A MOTORCYCLE in a Garage")
+    out = understanding_reward([chain, None, chain], [["Motorcycle", "garage"], ["x"], []])
+    assert out.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_understanding_semantic_scores_synonym_above_random_word() -> None:
+    tags = [["car", "cat", "sky"]]
+    synonyms = _chain(_photo(16), rough="an automobile next to a kitten under the heavens")
+    random_words = _chain(_photo(16), rough="a banana next to a keyboard under the table")
+    substring = understanding_reward([synonyms], tags, mode="substring")
+    semantic = understanding_reward([synonyms, random_words], tags * 2, mode="semantic", threshold=0.65)
+    assert substring[0] == 0.0
+    assert semantic[0] > semantic[1]
+    assert semantic[0] >= 2 / 3 and semantic[1] == 0.0
+
+
+def test_understanding_rejects_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="unknown understanding mode"):
+        understanding_reward([None], [["x"]], mode="fuzzy")
+
+
+# ------------------------------------------------------------------------------------ format
+def test_format_reward_checks_blocks_and_image_shapes() -> None:
+    gt = _photo(64)
+    good = _chain(gt)
+    small_final = _chain(gt, final=gt[:32, :32])
+    float_image = _chain(gt, final=gt.astype(np.float32))
+    gray = _chain(gt, final=gt[..., 0])
+    out = format_reward([good, small_final, float_image, gray, None], [(64, 64)] * 5)
+    assert out.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: t.replace("<middle_understand>middle</middle_understand>", ""),  # missing
+        lambda t: t.replace("<degradation>", "<rough_understand>x</rough_understand><degradation>", 1),  # dup
+        lambda t: t.replace("</rough_image>", "</rough_image> junk "),  # junk between blocks
+        lambda t: "<rough_understand>a photo</rough_understand>" + t.replace(
+            "<rough_understand>a photo</rough_understand>", ""),  # out of order
+    ],
+    ids=["missing", "duplicated", "junk", "out-of-order"],
+)
+def test_format_reward_is_zero_for_broken_completions(mutate) -> None:
+    gt = _photo(64)
+    completion = render(_chain(gt))
+    params = RewardParams(generation=GenerationParams(fidelity_weight=0.0))
+    broken = Completion(mutate(completion.text), completion.images)
+    batch = score_batch([completion, broken], [Truth.from_text(PAPER_GT, ["x"], gt)] * 2, params)
+    assert batch.rewards["format"].tolist() == [1.0, 0.0]
+    assert batch.errors[0] is None and batch.errors[1]
+    assert all(batch.rewards[name][1] == 0.0 for name in batch.rewards)
+
+
+# -------------------------------------------------------------------------------- generation
+def test_generation_prefers_clean_photo_over_blurred_and_noised() -> None:
+    cfg = GenerationParams()
+    for size in (64, 128):
+        gt = _photo(size)
+        clean, bad = _chain(gt), _chain(gt, final=_degrade(gt))
+        out = generation_reward([clean, bad], [gt, gt], cfg)
+        assert 0.0 <= out[1] < out[0] <= 1.0, (size, out)
+        # the no-reference term alone also prefers the clean photo
+        nr = generation_reward([clean, bad], [gt, gt], GenerationParams(fidelity_weight=0.0))
+        assert nr[1] < nr[0], (size, nr)
+
+
+def test_generation_fidelity_term_and_bad_images() -> None:
+    gt = _photo(64)
+    other = _photo(64)[::-1].copy()
+    fid_only = GenerationParams(fidelity_weight=1.0)
+    out = generation_reward([_chain(gt), _chain(gt, final=other), _chain(gt, final=gt[:32, :32]), None], [gt] * 4, fid_only)
+    assert out[0] == pytest.approx(1.0) and out[1] < 0.9 and out[2] == 0.0 and out[3] == 0.0
+    ssim = generation_reward([_chain(gt)], [gt], GenerationParams(fidelity_weight=1.0, fidelity_metric="ssim"))
+    assert ssim[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_generation_piqe_term_runs_and_stays_in_range() -> None:
+    gt = _photo(64)
+    out = generation_reward([_chain(gt)], [gt], GenerationParams(niqe_weight=0.0, piqe_weight=1.0, fidelity_weight=0.0))
+    assert 0.0 <= out[0] <= 1.0
+
+
+def test_generation_paper_preset_names_missing_weights(tmp_path) -> None:
+    gt = _photo(64)
+    cfg = GenerationParams(preset="paper", weights_dir=str(tmp_path))
+    with pytest.raises(MetricWeightsError, match="lacks: pyiqa/cfanet_nr_koniq_res50-9a73138b.pth, .*clip/RN50.pt"):
+        generation_reward([_chain(gt)], [gt], cfg)
+    with pytest.raises(MetricWeightsError, match="needs rewards.generation.weights_dir"):
+        generation_reward([_chain(gt)], [gt], GenerationParams(preset="paper"))
+
+
+# ---------------------------------------------------------------------------------- combiner
+def test_combiner_zeroes_non_finite_with_a_warning(caplog) -> None:
+    rewards = {"format": np.array([1.0, 1.0]), "generation": np.array([np.nan, 0.5]), "understanding": np.array([np.inf, 0.25])}
+    with caplog.at_level(logging.WARNING):
+        total, clean, counts = combine(rewards, {"format": 1.0, "generation": 2.0, "understanding": 1.0})
+    assert total.tolist() == [1.0, 2.25]
+    assert counts == {"format": 0, "generation": 1, "understanding": 1}
+    assert np.isfinite(clean["generation"]).all()
+    assert "generation: 1 non-finite" in caplog.text
+
+
+def test_combiner_needs_a_weight_for_every_reward() -> None:
+    with pytest.raises(KeyError, match="no weight for reward"):
+        combine({"novelty": np.zeros(1)}, {"format": 1.0})
+
+
+def test_flat_final_image_does_not_poison_the_total() -> None:
+    gt = _photo(64)
+    flat = np.full_like(gt, 128)
+    completion = render(_chain(gt, final=flat))
+    batch = score_batch([completion], [Truth.from_text(PAPER_GT, ["astronaut"], gt)], RewardParams())
+    assert np.isfinite(batch.total).all()
+    assert batch.non_finite["generation"] == 1 and batch.rewards["generation"][0] == 0.0
+    assert batch.rewards["format"][0] == 1.0
+
+
+def test_score_batch_weights_and_total() -> None:
+    gt = _photo(64)
+    completion = render(_chain(gt, PAPER_PRED, rough="an astronaut"))
+    params = RewardParams.model_validate({"weights": {"format": 2.0, "degradation": 1.0, "understanding": 0.5, "generation": 0.0}})
+    batch = score_batch([completion], [Truth.from_text(PAPER_GT, ["astronaut", "flag"], gt)], params)
+    assert batch.total[0] == pytest.approx(2.0 * 1.0 + 1.0 * 0.6 + 0.5 * 0.5)
+    assert IMAGE_TOKEN in completion.text and parse(completion).degradation == PAPER_PRED
