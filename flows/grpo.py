@@ -5,8 +5,8 @@ e.g. on a fresh worker), runs `dvc repro --single-item STAGE` (DVC's cache decid
 stage really runs), pushes the stage's outputs, logs DVC's output line by line and attaches
 the stage's metrics (and image plots such as the evaluation's comparison sheet) as Prefect
 artifacts. Storage and network failures are retried with exponential back-off; anything else
-fails at once. Param overrides run as a DVC experiment (`dvc exp run -S`), so the committed
-params.yaml is never edited by the flow itself.
+fails at once. Param overrides run as a DVC experiment (`dvc exp run -S`); the checkout's
+params.yaml is put back afterwards, so the committed params stay what later runs use.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from prefect.tasks import Task, exponential_backoff
 from flows.dag import DagError, Stage, read_stages, select, upstream
 from flows.dvc import StageError, TransientStageError, check, run_dvc
 from flows.ledger import already_pushed, record_push
+from realsr_r1.atomic import write_bytes
 from realsr_r1.config import ParamsError, load_params
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -236,14 +237,23 @@ def grpo(
     changed = None if set_params else _changed_stages(root, log)
     ups = upstream(read_stages(root / "dvc.yaml"))
     results: dict[str, bool] = {}
-    for stage in plan:
-        unchanged = (
-            changed is not None
-            and stage.name not in changed
-            and not any(results.get(u) or u in forced for u in ups[stage.name])
-        )
-        out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged)
-        results[stage.name] = out["executed"]
+    params_file = root / "params.yaml"
+    committed = params_file.read_bytes() if set_params else None
+    try:
+        for stage in plan:
+            unchanged = (
+                changed is not None
+                and stage.name not in changed
+                and not any(results.get(u) or u in forced for u in ups[stage.name])
+            )
+            out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged)
+            results[stage.name] = out["executed"]
+    finally:
+        # `dvc exp run -S` writes the values into the checkout's params.yaml; put the file back
+        # so later runs use the committed params (the experiment stays in `dvc exp show`)
+        if committed is not None and params_file.read_bytes() != committed:
+            write_bytes(params_file, committed)
+            log.info("params.yaml restored; the experiment's results are listed by `dvc exp show`")
     create_table_artifact(
         [{"stage": k, "executed": v, "pushed": push} for k, v in results.items()],
         key="grpo-stages",
