@@ -186,9 +186,16 @@ class ReleaseStore:
         return rel
 
     def next_version(self, name: str) -> str:
-        """`v1` for a new name, else one past the highest `vN` published (complete or not)."""
+        """`v1` for a new name, else one past the highest `vN`; an unfinished highest one is reused.
+
+        An upload that died before its manifest left files but no release: the next publish
+        writes the same version again instead of leaving a gap and an orphan.
+        """
         numbers = [int(v[1:]) for v in self._prefixes(f"{PREFIX}/{name}/") if re.fullmatch(r"v\d+", v)]
-        return f"v{max(numbers, default=0) + 1}"
+        top = max(numbers, default=0)
+        if top and self._read_manifest(name, f"v{top}") is None:
+            return f"v{top}"
+        return f"v{top + 1}"
 
     def upload(self, bundle: Path, name: str, version: str, metrics: dict[str, Any] | None = None) -> Release:
         """Upload every file of `bundle`, then the manifest last; refuse to overwrite a release."""
@@ -212,6 +219,7 @@ class ReleaseStore:
                 )
             except (ClientError, BotoCoreError) as err:
                 raise self._fail(f"uploading {rel}", err) from None
+        self._drop_strays(name, version, set(manifest["files"]))
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
         try:
             self.s3.put_object(
@@ -233,6 +241,18 @@ class ReleaseStore:
         rel_obj = self._read_manifest(name, version)
         assert rel_obj is not None
         return rel_obj
+
+    def _drop_strays(self, name: str, version: str, keep: set[str]) -> None:
+        """Delete objects an earlier, unfinished upload of this version left that this one lacks."""
+        prefix = self._key(name, version)
+        try:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    if obj["Key"][len(prefix) :] not in keep:
+                        log.info("removing stray %s from an unfinished upload", obj["Key"])
+                        self.s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
+        except (ClientError, BotoCoreError) as err:
+            raise self._fail(f"cleaning {name}@{version}", err) from None
 
     def pull(self, name: str, version: str | None, dest: Path) -> Release:
         """Download a release into `dest` and verify every sha256; nothing is left on a mismatch."""

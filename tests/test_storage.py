@@ -79,9 +79,20 @@ def test_manifest_is_uploaded_last_and_half_upload_invisible(store: ReleaseStore
 
     # a half-upload (files without manifest) is not listed and does not count as latest
     store.s3.put_object(Bucket=store.bucket, Key="releases/tiny/v2/MODEL_CARD.md", Body=b"x")
+    store.s3.put_object(Bucket=store.bucket, Key="releases/tiny/v2/stray.bin", Body=b"x")
     assert [r.ref for r in store.list("tiny")] == ["tiny@v1"]
     assert store.latest("tiny").version == "v1"  # type: ignore[union-attr]
+    assert store.next_version("tiny") == "v2"  # the unfinished version is completed, not skipped
+    store.upload(make_bundle(tmp_path / "c", b"again"), "tiny", store.next_version("tiny"))
+    assert [r.ref for r in store.list("tiny")] == ["tiny@v1", "tiny@v2"]
     assert store.next_version("tiny") == "v3"
+    left = store.s3.list_objects_v2(Bucket=store.bucket, Prefix="releases/tiny/v2/")["Contents"]
+    assert sorted(o["Key"].rsplit("/v2/", 1)[1] for o in left) == [
+        "MODEL_CARD.md",
+        "manifest.json",
+        "model/config.json",
+        "model/model.safetensors",
+    ]
 
 
 def test_tampered_object_fails_pull_and_leaves_nothing(store: ReleaseStore, tmp_path: Path) -> None:
