@@ -51,13 +51,12 @@ def main() -> None:
         repo.mkdir()
         copy_repo(ROOT, repo)
         server = PrefectServer(work)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REALSR_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REALSR_", "PYTHONPATH"))}
         env.update(server.env)
         env.update(GIT_ID)
         env.update(
             {
                 "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                "PYTHONPATH": str(repo),
                 "PWD": str(repo),
                 "PREFECT_WORKER_QUERY_SECONDS": str(args.query_seconds),
             }

@@ -116,14 +116,15 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     for bucket in (DVC_BUCKET, RELEASE_BUCKET):
         direct.create_bucket(Bucket=bucket)
     prefect = PrefectServer(work)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "REALSR_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "REALSR_", "PYTHONPATH"))
+    }
     env.update(s3_env(relay.url))
     env.update(prefect.env)
     env.update(GIT_ID)
     env.update(
         {
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": str(repo),
             "REALSR_DVC_BUCKET": DVC_BUCKET,
             "REALSR_RELEASE_BUCKET": RELEASE_BUCKET,
             "PWD": str(repo),
