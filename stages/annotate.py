@@ -2,7 +2,7 @@
 
 Reads `data/shards/{train,val}` and the backend chosen in params (`sidecar`: data/raw/annotations.json;
 `vlm`: a transformers model, cached by GT content hash), writes `data/annotations/{train,val}.jsonl`
-(records joined to the samples by key) and `data/annotations/report.json` (counts per split:
+(records joined to the samples by key) and `metrics/annotate.json` (counts per split:
 annotated, cached, failed, plus the failures). Unannotated samples fail the stage unless
 `annotate.allow_failures` is true.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from realsr_r1.annotate.batch import make_backend, annotate_samples
+from realsr_r1.annotate.batch import annotate_samples, make_backend
 from realsr_r1.annotate.records import write_records
 from realsr_r1.annotate.sidecar import SidecarError
 from realsr_r1.annotate.vlm import VlmError
@@ -25,6 +25,7 @@ log = logging.getLogger("stages.annotate")
 
 SHARDS = Path("data/shards")
 OUT = Path("data/annotations")
+REPORT = Path("metrics/annotate.json")  # counts for `dvc metrics`; tracked by git
 SPLITS = ("train", "val")
 CHUNK = 64
 
@@ -46,13 +47,13 @@ def main(params: Params) -> None:
         log.info("%s: %s", split, ", ".join(f"{n} {k}" for k, n in result.counts.items()))
     totals = {k: sum(report[s][k] for s in SPLITS) for k in ("annotated", "cached", "failed")}
     report["total"] = totals
-    write_json(OUT / "report.json", report)
+    write_json(REPORT, report)
 
     if totals["failed"] and not cfg.allow_failures:
         first = next(f for s in SPLITS for f in report[s]["failures"])
         raise UsageError(
             f"{totals['failed']} sample(s) not annotated (first: {first['key']}: {first['error']}); "
-            f"see {OUT / 'report.json'} or set annotate.allow_failures"
+            f"see {REPORT} or set annotate.allow_failures"
         )
 
 

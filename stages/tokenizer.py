@@ -14,9 +14,13 @@ from pathlib import Path
 from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
 from realsr_r1.data.shards import read_samples
-from realsr_r1.policy.settings import image_tokenizer_config
 from realsr_r1.tokenizers.corpus import text_corpus
-from realsr_r1.tokenizers.fit import evaluate_reconstruction, fit_image_tokenizer, stack_samples
+from realsr_r1.tokenizers.fit import (
+    evaluate_reconstruction,
+    fit_image_tokenizer,
+    image_tokenizer_config,
+    stack_samples,
+)
 from realsr_r1.tokenizers.image import save_image_tokenizer
 from realsr_r1.tokenizers.text import train_text_tokenizer
 from stages.common import UsageError, run_stage

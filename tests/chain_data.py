@@ -93,7 +93,7 @@ def tiny_chain(n: int = 48, codebook: int = 64, residual: bool = True, seed: int
     from realsr_r1.tokenizers.text import train_text_tokenizer
 
     samples = encoded_samples(n, seed=seed)
-    img = lambda field: to_tensor([decode_png(s[field]) for s in samples])  # noqa: E731
+    img = lambda field: to_tensor([decode_png(s[field]) for s in samples])
     chain = ChainImages(img("lr.png"), {"rough": img("hr_4.png"), "middle": img("hr_2.png"), "final": img("hr.png")})
     cfg = ImageTokenizerConfig(codebook_size=codebook, residual=residual, seed=seed, kmeans=KMeansConfig(max_iter=5))
     image_tok = fit_image_tokenizer(cfg, chain)
@@ -104,5 +104,5 @@ def tiny_chain(n: int = 48, codebook: int = 64, residual: bool = True, seed: int
 def tiny_policy_config(**changes):
     from realsr_r1.policy.tiny import TinyPolicyConfig
 
-    base = dict(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=64, max_position=1024)
+    base = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 64}
     return TinyPolicyConfig(**{**base, **changes})

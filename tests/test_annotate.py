@@ -35,7 +35,9 @@ PHOTOS = {"astronaut.png": skdata.astronaut, "chelsea.png": skdata.chelsea, "cof
 
 
 # -------------------------------------------------------------------------------- fixtures
-def _samples(per_photo: int = 2, photos: tuple[str, ...] = ("astronaut.png", "chelsea.png"), seed: int = 0) -> list[dict]:
+def _samples(
+    per_photo: int = 2, photos: tuple[str, ...] = ("astronaut.png", "chelsea.png"), seed: int = 0
+) -> list[dict]:
     """Encoded shard samples built like synthesis does: GT crop, its 1/2 and 1/4, a real degradation."""
     rng = np.random.default_rng(seed)
     params = Params()
@@ -49,15 +51,19 @@ def _samples(per_photo: int = 2, photos: tuple[str, ...] = ("astronaut.png", "ch
         for k in range(per_photo):
             lr, stds = apply_degradation(gt, draw)
             items = describe(draw, stds)
-            out.append({
-                "__key__": f"{name.split('.')[0]}-{k:03d}",
-                "lr.png": encode_png(lr),
-                "hr.png": encode_png(gt),
-                "hr_2.png": encode_png(cv2.resize(gt, (32, 32), interpolation=cv2.INTER_AREA)),
-                "hr_4.png": encode_png(cv2.resize(gt, (16, 16), interpolation=cv2.INTER_AREA)),
-                "degradation.json": json.dumps({"draw": draw, "operations": [list(i) for i in items], "text": to_text(items)}),
-                "meta.json": json.dumps({"source": name}),
-            })
+            out.append(
+                {
+                    "__key__": f"{name.split('.')[0]}-{k:03d}",
+                    "lr.png": encode_png(lr),
+                    "hr.png": encode_png(gt),
+                    "hr_2.png": encode_png(cv2.resize(gt, (32, 32), interpolation=cv2.INTER_AREA)),
+                    "hr_4.png": encode_png(cv2.resize(gt, (16, 16), interpolation=cv2.INTER_AREA)),
+                    "degradation.json": json.dumps(
+                        {"draw": draw, "operations": [list(i) for i in items], "text": to_text(items)}
+                    ),
+                    "meta.json": json.dumps({"source": name}),
+                }
+            )
     return out
 
 
@@ -85,11 +91,19 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<image>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=300,
+        special_tokens=["<pad>", "<s>", "</s>", "<image>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(["a cat, a dog and a red motorcycle in a garage; describe this image"] * 20, trainer)
+    tok.train_from_iterator(
+        ["a cat, a dog and a red motorcycle in a garage; describe this image"] * 20, trainer
+    )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", extra_special_tokens={"image_token": "<image>"}
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
     )
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
@@ -101,9 +115,23 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %} Answer:",
     )
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
-        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=256),
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        text_config=LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=256,
+        ),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )
     torch.manual_seed(0)
@@ -117,15 +145,22 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bundled_sidecar_covers_the_bundled_photos() -> None:
     entries = load_sidecar(BUNDLED)
     assert set(entries) == {
-        "astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
-        "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg",
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "motorcycle_left.png",
+        "motorcycle_right.png",
+        "retina.jpg",
+        "rocket.jpg",
     }
     for name, c in entries.items():
         assert 5 <= len(c.tags) <= 10, name
         # coarse to fine: each description is longer than the one before
         assert len(c.rough_understand) < len(c.middle_understand) < len(c.final_understand), name
         # crops are flipped: no left/right in the captions
-        text = " ".join([c.rough_understand, c.middle_understand, c.final_understand]).lower().split()
+        text = f"{c.rough_understand} {c.middle_understand} {c.final_understand}".lower().split()
         assert not {"left", "right"} & set(text), name
         # the paper's rule finds at least half of the tags in the photo's own coarse description
         found = sum(t in c.rough_understand.lower() for t in c.tags)
@@ -137,9 +172,18 @@ def test_bundled_sidecar_covers_the_bundled_photos() -> None:
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "top level must be an object"),
-        ('{"a.png": {"rough_understand": "x", "middle_understand": "y", "final_understand": "z", "tags": []}}', "key 'a.png.tags'"),
-        ('{"a.png": {"rough_understand": "", "middle_understand": "y", "final_understand": "z", "tags": ["t"]}}', "key 'a.png.rough_understand'"),
-        ('{"a.png": {"rough_understand": "x", "middle_understand": "y", "final_understand": "z", "tags": ["t"], "mood": 1}}', "key 'a.png.mood'"),
+        (
+            '{"a.png": {"rough_understand": "x", "middle_understand": "y", "final_understand": "z", "tags": []}}',
+            "key 'a.png.tags'",
+        ),
+        (
+            '{"a.png": {"rough_understand": "", "middle_understand": "y", "final_understand": "z", "tags": ["t"]}}',
+            "key 'a.png.rough_understand'",
+        ),
+        (
+            '{"a.png": {"rough_understand": "x", "middle_understand": "y", "final_understand": "z", "tags": ["t"], "mood": 1}}',
+            "key 'a.png.mood'",
+        ),
     ],
     ids=["json", "top-level", "no-tags", "empty-text", "unknown-key"],
 )
@@ -197,7 +241,11 @@ def test_vlm_backend_end_to_end_with_cache(tiny_vlm: Path, tmp_path: Path) -> No
 
     # a re-run (fresh backend, same model) reads everything from the cache and gives the same records
     again = annotate_samples(samples, VlmBackend(cfg), chunk_size=4)
-    assert again.counts == {"annotated": 0, "cached": first.counts["annotated"], "failed": first.counts["failed"]}
+    assert again.counts == {
+        "annotated": 0,
+        "cached": first.counts["annotated"],
+        "failed": first.counts["failed"],
+    }
     assert again.records == first.records
 
     # a new image is the only one the model sees
@@ -210,7 +258,9 @@ def test_vlm_backend_end_to_end_with_cache(tiny_vlm: Path, tmp_path: Path) -> No
     assert annotate_samples(samples[:1], VlmBackend(other), chunk_size=4).counts["cached"] == 0
 
 
-def test_vlm_generation_errors_are_failures_not_crashes(tiny_vlm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vlm_generation_errors_are_failures_not_crashes(
+    tiny_vlm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     samples = _decoded(_samples(per_photo=1), tmp_path / "shards")
     cfg = VlmParams(model=str(tiny_vlm), batch_size=1, max_new_tokens=4, cache_dir=str(tmp_path / "cache"))
     backend = VlmBackend(cfg)
@@ -227,7 +277,9 @@ def test_vlm_generation_errors_are_failures_not_crashes(tiny_vlm: Path, tmp_path
     result = annotate_samples(samples, backend, chunk_size=8)
     assert result.counts["failed"] >= 1
     assert any("out of memory" in f["error"] for f in result.failures)
-    assert not list((tmp_path / "cache").rglob(f"{content_hash(samples[1].hr)}.json"))  # failures are not cached
+    assert not list(
+        (tmp_path / "cache").rglob(f"{content_hash(samples[1].hr)}.json")
+    )  # failures are not cached
 
 
 def test_vlm_bad_model_dir_is_one_clear_error(tmp_path: Path) -> None:
@@ -243,7 +295,14 @@ def _run_stage(workdir: Path, params: dict) -> subprocess.CompletedProcess:
     """The stage as DVC runs it: `python -m stages.annotate` in the repo dir (exit codes, one-line errors)."""
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "stages.annotate"], cwd=workdir, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "stages.annotate"],
+        check=False,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def _main(workdir: Path, params: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -266,32 +325,41 @@ def test_stage_sidecar_writes_records_and_report(tmp_path: Path, monkeypatch: py
     val = read_records(tmp_path / "data/annotations/val.jsonl")
     assert [r.key for r in train] == ["astronaut-000", "astronaut-001", "chelsea-000", "chelsea-001"]
     assert [r.source for r in val] == ["coffee.png", "coffee.png"]
-    report = json.loads((tmp_path / "data/annotations/report.json").read_text())
+    report = json.loads((tmp_path / "metrics/annotate.json").read_text())
     assert report["total"] == {"annotated": 6, "cached": 0, "failed": 0}
     assert report["train"]["annotated"] == 4 and report["backend"] == "sidecar"
 
     # a photo missing from the sidecar: reported, and the stage fails with one line naming it
     one = {"astronaut.png": json.loads(BUNDLED.read_text())["astronaut.png"]}
     (tmp_path / "data/raw/annotations.json").write_text(json.dumps(one))
-    with pytest.raises(UsageError, match=r"^4 sample\(s\) not annotated \(first: chelsea-000: photo 'chelsea.png'"):
+    with pytest.raises(
+        UsageError, match=r"^4 sample\(s\) not annotated \(first: chelsea-000: photo 'chelsea.png'"
+    ):
         _main(tmp_path, {}, monkeypatch)
-    report = json.loads((tmp_path / "data/annotations/report.json").read_text())
+    report = json.loads((tmp_path / "metrics/annotate.json").read_text())
     assert report["total"]["failed"] == 4 and report["val"]["failures"][0]["source"] == "coffee.png"
     _main(tmp_path, {"annotate": {"allow_failures": True}}, monkeypatch)
     assert len(read_records(tmp_path / "data/annotations/train.jsonl")) == 2
 
 
-def test_stage_vlm_backend_and_its_cache(tmp_path: Path, tiny_vlm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_vlm_backend_and_its_cache(
+    tmp_path: Path, tiny_vlm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_shards(_samples(per_photo=2), tmp_path / "data/shards/train", shard_size=10)
-    params = {"annotate": {"backend": "vlm", "allow_failures": True,
-                           "vlm": {"model": str(tiny_vlm), "max_new_tokens": 8, "batch_size": 2}}}
+    params = {
+        "annotate": {
+            "backend": "vlm",
+            "allow_failures": True,
+            "vlm": {"model": str(tiny_vlm), "max_new_tokens": 8, "batch_size": 2},
+        }
+    }
     _main(tmp_path, params, monkeypatch)
-    report = json.loads((tmp_path / "data/annotations/report.json").read_text())
+    report = json.loads((tmp_path / "metrics/annotate.json").read_text())
     assert report["total"]["cached"] == 0 and report["total"]["annotated"] + report["total"]["failed"] == 4
     assert report["total"]["annotated"] >= 1 and (tmp_path / ".cache/annotate").is_dir()
     records = read_records(tmp_path / "data/annotations/train.jsonl")
     _main(tmp_path, params, monkeypatch)
-    again = json.loads((tmp_path / "data/annotations/report.json").read_text())
+    again = json.loads((tmp_path / "metrics/annotate.json").read_text())
     assert again["total"]["annotated"] == 0 and again["total"]["cached"] == report["total"]["annotated"]
     assert read_records(tmp_path / "data/annotations/train.jsonl") == records
 
@@ -300,7 +368,9 @@ def test_stage_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     missing_shards = _run_stage(tmp_path, {})
     assert missing_shards.returncode == 2
     assert missing_shards.stderr.strip().splitlines()[-1].startswith("error: no shards under data/shards")
-    write_shards(_samples(per_photo=1, photos=("astronaut.png",)), tmp_path / "data/shards/train", shard_size=10)
+    write_shards(
+        _samples(per_photo=1, photos=("astronaut.png",)), tmp_path / "data/shards/train", shard_size=10
+    )
     with pytest.raises(UsageError, match="sidecar file not found"):
         _main(tmp_path, {}, monkeypatch)
     with pytest.raises(ParamsError, match="annotate.vlm.model"):

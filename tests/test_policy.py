@@ -48,6 +48,8 @@ def test_prompt_layout(parts) -> None:
     assert row[0] == lay.bos
     start = row.index(lay.image_start)
     assert row[start + 1 : start + 1 + 16] == [lay.lr_patch] * 16 and row[start + 17] == lay.image_end
+    blank = prompts.uncond_ids[0].tolist()  # CFG's unconditional prompt: the LR slots blanked
+    assert lay.lr_patch not in blank and blank[start + 1 : start + 17] == [lay.image_placeholder] * 16
     with pytest.raises(ValueError, match="16x16"):
         policy.prompts([np.zeros((20, 20, 3), np.uint8)])
 
@@ -119,7 +121,8 @@ def test_lr_as_image_codes() -> None:
     row = prompts.input_ids[0].tolist()
     start = row.index(lay.image_start)
     assert row[start + 1 : start + 3] == [lay.grid[2], lay.grid[2]] and row[start + 3] >= lay.code_offset
-    assert lay.lr_patch in prompts.uncond_ids[0].tolist() and lay.lr_patch not in row
+    blank = prompts.uncond_ids[0].tolist()
+    assert lay.image_placeholder in blank and max(blank) < lay.code_offset and lay.lr_patch not in row
     out = policy.rollout(prompts, 2, Sampling(max_text_tokens=8))
     assert all(c is not None for c in out.chains)
     with pytest.raises(ValueError, match="residual: false"):

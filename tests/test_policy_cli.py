@@ -62,7 +62,7 @@ def test_upscale_grey_and_tiny_inputs(checkpoint, tmp_path: Path) -> None:
 
 
 def test_upscale_errors_are_one_line(checkpoint, tmp_path: Path) -> None:
-    model, params = checkpoint
+    model, _ = checkpoint
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     res = runner.invoke(app, ["upscale", str(tmp_path / "bad.png"), "-o", str(tmp_path / "x.png"), "--model", str(model)])
     assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "bad.png" in res.output

@@ -35,7 +35,9 @@ def _photo(size: int = 64) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def _chain(gt: np.ndarray, degradation: str = PAPER_GT, rough: str = "a photo", final: np.ndarray | None = None) -> VLCoT:
+def _chain(
+    gt: np.ndarray, degradation: str = PAPER_GT, rough: str = "a photo", final: np.ndarray | None = None
+) -> VLCoT:
     h, w = gt.shape[:2]
     return VLCoT(
         degradation=degradation,
@@ -136,8 +138,10 @@ def test_format_reward_checks_blocks_and_image_shapes() -> None:
         lambda t: t.replace("<middle_understand>middle</middle_understand>", ""),  # missing
         lambda t: t.replace("<degradation>", "<rough_understand>x</rough_understand><degradation>", 1),  # dup
         lambda t: t.replace("</rough_image>", "</rough_image> junk "),  # junk between blocks
-        lambda t: "<rough_understand>a photo</rough_understand>" + t.replace(
-            "<rough_understand>a photo</rough_understand>", ""),  # out of order
+        lambda t: (
+            "<rough_understand>a photo</rough_understand>"
+            + t.replace("<rough_understand>a photo</rough_understand>", "")
+        ),  # out of order
     ],
     ids=["missing", "duplicated", "junk", "out-of-order"],
 )
@@ -169,22 +173,30 @@ def test_generation_fidelity_term_and_bad_images() -> None:
     gt = _photo(64)
     other = _photo(64)[::-1].copy()
     fid_only = GenerationParams(fidelity_weight=1.0)
-    out = generation_reward([_chain(gt), _chain(gt, final=other), _chain(gt, final=gt[:32, :32]), None], [gt] * 4, fid_only)
+    out = generation_reward(
+        [_chain(gt), _chain(gt, final=other), _chain(gt, final=gt[:32, :32]), None], [gt] * 4, fid_only
+    )
     assert out[0] == pytest.approx(1.0) and out[1] < 0.9 and out[2] == 0.0 and out[3] == 0.0
-    ssim = generation_reward([_chain(gt)], [gt], GenerationParams(fidelity_weight=1.0, fidelity_metric="ssim"))
+    ssim = generation_reward(
+        [_chain(gt)], [gt], GenerationParams(fidelity_weight=1.0, fidelity_metric="ssim")
+    )
     assert ssim[0] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_generation_piqe_term_runs_and_stays_in_range() -> None:
     gt = _photo(64)
-    out = generation_reward([_chain(gt)], [gt], GenerationParams(niqe_weight=0.0, piqe_weight=1.0, fidelity_weight=0.0))
+    out = generation_reward(
+        [_chain(gt)], [gt], GenerationParams(niqe_weight=0.0, piqe_weight=1.0, fidelity_weight=0.0)
+    )
     assert 0.0 <= out[0] <= 1.0
 
 
 def test_generation_paper_preset_names_missing_weights(tmp_path) -> None:
     gt = _photo(64)
     cfg = GenerationParams(preset="paper", weights_dir=str(tmp_path))
-    with pytest.raises(MetricWeightsError, match="lacks: pyiqa/cfanet_nr_koniq_res50-9a73138b.pth, .*clip/RN50.pt"):
+    with pytest.raises(
+        MetricWeightsError, match="lacks: pyiqa/cfanet_nr_koniq_res50-9a73138b.pth, .*clip/RN50.pt"
+    ):
         generation_reward([_chain(gt)], [gt], cfg)
     with pytest.raises(MetricWeightsError, match="needs rewards.generation.weights_dir"):
         generation_reward([_chain(gt)], [gt], GenerationParams(preset="paper"))
@@ -192,7 +204,11 @@ def test_generation_paper_preset_names_missing_weights(tmp_path) -> None:
 
 # ---------------------------------------------------------------------------------- combiner
 def test_combiner_zeroes_non_finite_with_a_warning(caplog) -> None:
-    rewards = {"format": np.array([1.0, 1.0]), "generation": np.array([np.nan, 0.5]), "understanding": np.array([np.inf, 0.25])}
+    rewards = {
+        "format": np.array([1.0, 1.0]),
+        "generation": np.array([np.nan, 0.5]),
+        "understanding": np.array([np.inf, 0.25]),
+    }
     with caplog.at_level(logging.WARNING):
         total, clean, counts = combine(rewards, {"format": 1.0, "generation": 2.0, "understanding": 1.0})
     assert total.tolist() == [1.0, 2.25]
@@ -219,7 +235,69 @@ def test_flat_final_image_does_not_poison_the_total() -> None:
 def test_score_batch_weights_and_total() -> None:
     gt = _photo(64)
     completion = render(_chain(gt, PAPER_PRED, rough="an astronaut"))
-    params = RewardParams.model_validate({"weights": {"format": 2.0, "degradation": 1.0, "understanding": 0.5, "generation": 0.0}})
+    params = RewardParams.model_validate(
+        {"weights": {"format": 2.0, "degradation": 1.0, "understanding": 0.5, "generation": 0.0}}
+    )
     batch = score_batch([completion], [Truth.from_text(PAPER_GT, ["astronaut", "flag"], gt)], params)
     assert batch.total[0] == pytest.approx(2.0 * 1.0 + 1.0 * 0.6 + 0.5 * 0.5)
     assert IMAGE_TOKEN in completion.text and parse(completion).degradation == PAPER_PRED
+
+
+def test_niqe_matches_pyiqa() -> None:
+    """Our NIQE equals pyiqa's on real photos to 1e-3 relative (the separable window changes the
+    rounding of the normalised coefficients, which can move the discrete AGGD lookup one step)."""
+    import torch
+    from pyiqa.archs.func_util import normalize_img_with_gauss
+    from pyiqa.archs.niqe_arch import NIQE, compute_feature, niqe
+    from pyiqa.utils.color_util import to_y_channel
+
+    from realsr_r1.rewards.generation import _to_tensor
+    from realsr_r1.rewards.niqe import block_features, niqe_params_path, niqe_y, normalize_local
+
+    images = [_photo(64), _degrade(_photo(64)), cv2.resize(data.coffee()[:400, :400], (64, 64))]
+    y = torch.round(to_y_channel(_to_tensor(images), 255, "yiq")).to(torch.float64)
+    reference = NIQE(pretrained_model_path=str(niqe_params_path()))
+    mu, cov = reference.mu_pris_param.double(), reference.cov_pris_param.double()
+    for block in (32, 16):
+        ours = niqe_y(y, block)
+        theirs = niqe(y, mu.repeat(3, 1), cov.repeat(3, 1, 1), block, block)
+        assert torch.allclose(ours, theirs, rtol=1e-3), (block, ours, theirs)
+    # the per-block features, including a flat block (NaN statistics) and a tie-free random one
+    blocks = torch.cat(
+        [torch.randn(4, 1, 16, 16, dtype=torch.float64), torch.zeros(1, 1, 16, 16, dtype=torch.float64)]
+    )
+    ours, theirs = block_features(blocks), compute_feature(blocks)
+    assert torch.allclose(ours, theirs, rtol=1e-9, equal_nan=True)
+    # the separable local normalisation equals pyiqa's 2-D one up to rounding noise (flat regions
+    # cancel E[x^2] - mu^2, where both are noisy)
+    diff = (normalize_local(y) - normalize_img_with_gauss(y, padding="replicate")).abs()
+    assert diff.max() < 1e-3 and diff.mean() < 1e-4
+
+
+# ------------------------------------------------------------------------------------ params
+def test_params_yaml_has_the_reward_and_annotate_sections() -> None:
+    from pathlib import Path
+
+    from realsr_r1.config import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert params.rewards == RewardParams()  # the file's values are the documented defaults
+    assert params.annotate.backend == "sidecar"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"rewards": {"weights": {"novelty": 1.0}}}, "unknown key 'rewards.weights.novelty'"),
+        ({"rewards": {"weights": {"format": -1}}}, "key 'rewards.weights.format'"),
+        ({"rewards": {"understanding": {"mode": "fuzzy"}}}, "key 'rewards.understanding.mode'"),
+        ({"rewards": {"generation": {"niqe_weight": 0, "piqe_weight": 0}}}, "niqe_weight \\+ piqe_weight"),
+        ({"annotate": {"backend": "vlm"}}, "needs annotate.vlm.model"),
+    ],
+    ids=["unknown", "negative", "mode", "no-quality", "vlm-model"],
+)
+def test_bad_reward_params_are_one_line(raw: dict, message: str) -> None:
+    from realsr_r1.config import ParamsError, parse_params
+
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)

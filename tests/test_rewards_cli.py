@@ -75,7 +75,10 @@ def test_reward_command_errors_are_one_line(tmp_path: Path) -> None:
     ("mutate", "message"),
     [
         (lambda r: r.pop("truth"), "missing key 'truth'"),
-        (lambda r: r["truth"].update(degradation="a bit blurry"), "key 'truth.degradation': not a degradation item"),
+        (
+            lambda r: r["truth"].update(degradation="a bit blurry"),
+            "key 'truth.degradation': not a degradation item",
+        ),
         (lambda r: r["completion"].update(images=[3]), r"key 'completion.images\[0\]' must be an image path"),
         (lambda r: r["completion"].update(images="x.png"), "must be a string"),
     ],

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from realsr_r1.policy.interface import Sampling
-from realsr_r1.policy.layout import IMAGE
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.vlcot import IMAGE_BLOCKS, VLCoTFormatError, parse

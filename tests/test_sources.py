@@ -51,3 +51,32 @@ def test_source_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no image files"):
         sync_source(str(tmp_path / "empty"), EXT, tmp_path / "raw", {})
+
+
+def test_s3_source_syncs_incrementally(photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    from tests.servers import MotoS3, s3_env
+
+    server = MotoS3(tmp_path)
+    try:
+        for key, value in s3_env(server.url).items():
+            monkeypatch.setenv(key, value)
+        s3 = boto3.client("s3", endpoint_url=server.url)
+        s3.create_bucket(Bucket="photos")
+        for path in sorted(photo_dir.iterdir()):
+            s3.upload_file(str(path), "photos", f"incoming/{path.name}")
+        s3.put_object(Bucket="photos", Key="incoming/readme.txt", Body=b"not a photo")
+        dest = tmp_path / "raw"
+        state = sync_source("s3://photos/incoming", EXT, dest, {})
+        assert sorted(p.name for p in dest.iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"]
+        assert (dest / "rocket.jpg").read_bytes() == (photo_dir / "rocket.jpg").read_bytes()
+        mtimes = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+        s3.upload_file(str(SKIMAGE_DATA / "ihc.png"), "photos", "incoming/new/ihc.png")
+        sync_source("s3://photos/incoming/", EXT, dest, state)
+        assert (dest / "new" / "ihc.png").exists()
+        assert all(p.stat().st_mtime_ns == mtimes[p.name] for p in dest.iterdir() if p.is_file())
+        with pytest.raises(SourceError, match="cannot list"):
+            list_source("s3://no-such-bucket/x", EXT)
+    finally:
+        server.stop()

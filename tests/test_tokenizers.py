@@ -9,7 +9,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -22,7 +21,6 @@ from realsr_r1.tokenizers.image import (
     bicubic,
     load_image_tokenizer,
     save_image_tokenizer,
-    to_uint8,
 )
 from realsr_r1.tokenizers.text import IMAGE_START, grid_token, load_text_tokenizer
 from realsr_r1.vlcot import SPECIAL_TOKENS
@@ -130,7 +128,7 @@ def test_tokenizer_stage_writes_models_and_metrics(tmp_path: Path) -> None:
     params["tokenizer"]["image"]["kmeans"]["max_iter"] = 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-m", "stages.tokenizer"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "stages.tokenizer"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     metrics = json.loads((tmp_path / "metrics/tokenizer.json").read_text())
     assert metrics["image"]["final"]["psnr"] > metrics["image"]["final"]["bicubic_psnr"]
@@ -139,5 +137,5 @@ def test_tokenizer_stage_writes_models_and_metrics(tmp_path: Path) -> None:
     assert load_text_tokenizer(tmp_path / "models/tokenizer/text").convert_tokens_to_ids("<degradation>") is not None
     params["tokenizer"]["image"]["colour"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    bad = subprocess.run([sys.executable, "-m", "stages.tokenizer"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "stages.tokenizer"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "tokenizer.image.colour" in bad.stderr

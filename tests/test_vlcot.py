@@ -55,9 +55,18 @@ def _swap(text: str, a: str, b: str) -> str:
 @pytest.mark.parametrize(
     ("mutate", "block"),
     [
-        (lambda t: t.replace("<rough_understand>two lions on a rock</rough_understand>", ""), "rough_understand"),
-        (lambda t: _swap(t, "<degradation>medium blur, downsample, heavy noise</degradation>",
-                         "<rough_understand>two lions on a rock</rough_understand>"), "degradation"),
+        (
+            lambda t: t.replace("<rough_understand>two lions on a rock</rough_understand>", ""),
+            "rough_understand",
+        ),
+        (
+            lambda t: _swap(
+                t,
+                "<degradation>medium blur, downsample, heavy noise</degradation>",
+                "<rough_understand>two lions on a rock</rough_understand>",
+            ),
+            "degradation",
+        ),
         (lambda t: t.replace("</degradation>", "</degradation> junk"), "rough_understand"),
         (lambda t: t + "\n<final_understand>again</final_understand>", "completion"),
         (lambda t: t.replace("</middle_understand>", ""), "middle_understand"),
@@ -86,5 +95,7 @@ def test_text_block_may_not_hold_an_image() -> None:
 
 
 def test_extract_block_is_lenient() -> None:
-    assert extract_block("noise <degradation> light  noise </degradation> more", "degradation") == "light noise"
+    assert (
+        extract_block("noise <degradation> light  noise </degradation> more", "degradation") == "light noise"
+    )
     assert extract_block("nothing here", "degradation") is None

@@ -68,7 +68,9 @@ def annotate_samples(
             result.counts[outcome.status] += 1
             source = str(sample.meta.get("source", ""))
             if outcome.captions is None:
-                result.failures.append({"key": sample.key, "source": source, "error": outcome.error or "unknown"})
+                result.failures.append(
+                    {"key": sample.key, "source": source, "error": outcome.error or "unknown"}
+                )
                 continue
             c = outcome.captions
             result.records.append(

@@ -27,7 +27,9 @@ class Captions:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Captions:
-        return cls(obj["rough_understand"], obj["middle_understand"], obj["final_understand"], tuple(obj["tags"]))
+        return cls(
+            obj["rough_understand"], obj["middle_understand"], obj["final_understand"], tuple(obj["tags"])
+        )
 
 
 @dataclass(frozen=True)

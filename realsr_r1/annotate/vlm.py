@@ -56,7 +56,11 @@ def model_fingerprint(model_dir: Path, cfg: VlmParams) -> str:
             h.update(path.read_bytes())
         else:
             h.update(str(path.stat().st_size).encode())
-    settings = {"prompts": cfg.prompts.model_dump(), "max_new_tokens": cfg.max_new_tokens, "max_tags": cfg.max_tags}
+    settings = {
+        "prompts": cfg.prompts.model_dump(),
+        "max_new_tokens": cfg.max_new_tokens,
+        "max_tags": cfg.max_tags,
+    }
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -71,7 +75,9 @@ class VlmCaptioner:
             raise VlmError("annotate.vlm.model is not set")
         self.path = Path(cfg.model)
         if not (self.path / "config.json").is_file():
-            raise VlmError(f"annotate.vlm.model {self.path}: not a from_pretrained directory (no config.json)")
+            raise VlmError(
+                f"annotate.vlm.model {self.path}: not a from_pretrained directory (no config.json)"
+            )
         self.cfg = cfg
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         try:
@@ -98,7 +104,10 @@ class VlmCaptioner:
         """Greedy answers to `question` about each image (one generate call)."""
         text = self.prompt_text(question)
         inputs = self.processor(
-            images=[Image.fromarray(im) for im in images], text=[text] * len(images), return_tensors="pt", padding=True
+            images=[Image.fromarray(im) for im in images],
+            text=[text] * len(images),
+            return_tensors="pt",
+            padding=True,
         ).to(self.device)
         out = self.model.generate(**inputs, max_new_tokens=self.cfg.max_new_tokens, do_sample=False)
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
@@ -120,7 +129,9 @@ class VlmCaptioner:
                 except (RuntimeError, ValueError, IndexError) as err:
                     log.warning("vlm %s batch failed: %s", question, err)
                     for i in idx:
-                        errors[i] = f"{question}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                        errors[i] = (
+                            f"{question}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                        )
                     continue
                 for i, t in zip(idx, texts, strict=True):
                     answers[question][i] = t
@@ -161,7 +172,9 @@ class VlmBackend:
         first: dict[str, GtImages] = {}
         for d, g in zip(digests, gts):
             first.setdefault(d, g)
-        fresh: dict[str, Captions | str] = dict(zip(todo, self.captioner.caption([first[d] for d in todo]))) if todo else {}
+        fresh: dict[str, Captions | str] = (
+            dict(zip(todo, self.captioner.caption([first[d] for d in todo]))) if todo else {}
+        )
         for d, result in fresh.items():
             if isinstance(result, Captions):
                 self.cache.put(d, result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,13 +13,13 @@ from realsr_r1.cli.app import app, one_line_errors
 from realsr_r1.config import Params, ParamsError, load_params, parse_params
 from realsr_r1.data.images import PhotoError, read_photo, write_png
 from realsr_r1.policy.settings import policy_config, sampling
-from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy
+from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy, load_policy
 from realsr_r1.policy.upscale import upscale as run_upscale
 from realsr_r1.tokenizers.image import TokenizerError, load_image_tokenizer
 from realsr_r1.tokenizers.text import load_text_tokenizer
 
 log = logging.getLogger(__name__)
-ParamsOption = Annotated[Optional[Path], typer.Option("--params", help="params.yaml (default: built-in defaults)")]
+ParamsOption = Annotated[Path | None, typer.Option("--params", help="params.yaml (default: built-in defaults)")]
 
 
 def _params(path: Path | None) -> Params:
@@ -49,14 +49,14 @@ def upscale(
     out: Annotated[Path, typer.Option("-o", "--out", help="output PNG")],
     model: Annotated[Path, typer.Option("--model", help="policy checkpoint directory")] = Path("models/policy"),
     show_cot: Annotated[bool, typer.Option("--show-cot", help="print the degradation and understanding text")] = False,
-    steps_dir: Annotated[Optional[Path], typer.Option("--steps-dir", help="also write the rough and middle images here")] = None,
+    steps_dir: Annotated[Path | None, typer.Option("--steps-dir", help="also write the rough and middle images here")] = None,
     seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
     overlap: Annotated[int, typer.Option("--overlap", help="tile overlap in LR pixels")] = 4,
     params: ParamsOption = None,
 ) -> None:
     """Restore and upscale a photo with the VLCoT chain, tile by tile."""
     photo = read_photo(image)
-    policy = TinyPolicy.from_pretrained(model)
+    policy = load_policy(model)
     result = run_upscale(policy, photo, sampling(_params(params)), seed=seed, overlap=overlap)
     write_png(out, result.images["final_image"])
     if steps_dir is not None:

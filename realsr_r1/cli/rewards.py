@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -17,9 +18,13 @@ from realsr_r1.rewards.scoring import REWARDS, score_batch
 @app.command("reward")
 @one_line_errors(CaseError, ParamsError, MetricWeightsError, FileNotFoundError)
 def reward(
-    completion: Path = typer.Argument(..., help="case JSON: completion text + image paths, truth (docs/rewards.md)"),
-    params: Path = typer.Option(Path("params.yaml"), help="params file whose `rewards` section is used (defaults if absent)"),
-    as_json: bool = typer.Option(False, "--json", help="print the rewards as one JSON object"),
+    completion: Annotated[
+        Path, typer.Argument(help="case JSON: completion text + image paths, truth (docs/rewards.md)")
+    ],
+    params: Annotated[
+        Path, typer.Option(help="params file whose `rewards` section is used (defaults if absent)")
+    ] = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the rewards as one JSON object")] = False,
 ) -> None:
     """Print the format, degradation, understanding and generation rewards and their weighted total."""
     cfg = load_params(params).rewards if params.exists() else RewardParams()

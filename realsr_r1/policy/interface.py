@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from realsr_r1.vlcot import VLCoT, Completion
+from realsr_r1.vlcot import Completion, VLCoT
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class PromptBatch:
 
     def repeat(self, group_size: int) -> PromptBatch:
         """Each prompt `group_size` times in a row (a GRPO group is contiguous)."""
-        rep = lambda t: t.repeat_interleave(group_size, dim=0)  # noqa: E731
+        rep = lambda t: t.repeat_interleave(group_size, dim=0)
         return PromptBatch(rep(self.input_ids), rep(self.uncond_ids), rep(self.lr))
 
 

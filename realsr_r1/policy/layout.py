@@ -137,6 +137,11 @@ class Layout:
         forced(self.pad)  # sentinel
         return Program(torch.tensor(kinds), torch.tensor(tokens))
 
+    def max_completion_length(self, max_text_tokens: int) -> int:
+        """The longest completion the program allows: every text block at its cap plus its close."""
+        text_slots = len(TEXT_BLOCKS)
+        return self.program.length - text_slots + text_slots * (max_text_tokens + 1)
+
     def slots(self, ptr: torch.Tensor, text_len: torch.Tensor, max_text_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Effective kind and forced token per row; a text slot at its length cap forces its close."""
         kind = self.program.kinds[ptr]
@@ -186,14 +191,14 @@ class Layout:
     def prompt_ids(self, lr_codes: torch.Tensor | None = None, unconditional: bool = False) -> list[int]:
         """bos + the paper's prompt with the LR segment in place of its image placeholder.
 
-        Unconditional (for CFG): the same length with the LR blanked (every code or patch slot
-        becomes `<|lr_patch|>` and the projector adds nothing).
+        Unconditional (for CFG): the same length with the LR blanked: every patch slot or code
+        becomes the `<|image|>` placeholder, so no LR pixel or code reaches the model.
         """
         before, after = PROMPT.split(IMAGE_TOKEN)
-        enc = lambda s: self.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+        enc = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
         seg = self.lr_segment(lr_codes)
         if unconditional:
-            seg = [self.lr_patch if t >= self.code_offset else t for t in seg]
+            seg = [self.image_placeholder if t >= self.code_offset or t == self.lr_patch else t for t in seg]
         return [self.bos] + enc(before) + seg + enc(after)
 
     # ------------------------------------------------------------------------ completions

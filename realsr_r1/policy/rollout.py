@@ -27,8 +27,8 @@ class StepModel(Protocol):
 
     layout: Layout
 
-    def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, use_cache: bool) -> tuple[torch.Tensor, Any]:
-        """Logits of the next token (B, V) and the cache (None without cache)."""
+    def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None) -> tuple[torch.Tensor, Any]:
+        """Logits of the next token (B, V) and a cache for `cache_len` positions (None: no cache)."""
 
     def step(self, tokens: torch.Tensor, cache: Any, history: torch.Tensor, lr: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
         """Feed one token per row; `history` is the whole sequence so far (for the no-cache path)."""
@@ -98,33 +98,38 @@ def generate(
     n = len(prompts)
     gen = torch.Generator().manual_seed(seed)
     use_cfg = sampling.cfg is not None
+    # with CFG the LR-blanked prompts ride along as rows n..2n-1 of the same forward passes
+    history = torch.cat([prompts.input_ids, prompts.uncond_ids]) if use_cfg else prompts.input_ids
     lr = prompts.lr
-    logits, cache = model.prefill(prompts.input_ids, lr, sampling.use_cache)
-    if use_cfg:
-        ulogits, ucache = model.prefill(prompts.uncond_ids, None, sampling.use_cache)
-    history, uhistory = prompts.input_ids, prompts.uncond_ids
+    steps = min(sampling.max_new_tokens, layout.max_completion_length(sampling.max_text_tokens))
+    logits, cache = model.prefill(history, lr, history.shape[1] + steps if sampling.use_cache else None)
     ptr = torch.zeros(n, dtype=torch.long)
     text_len = torch.zeros(n, dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
     capped_any = torch.zeros(n, dtype=torch.bool)
+    zeros = torch.zeros(n)
     out_ids, out_lp, out_kind, out_valid, probs_kept = [], [], [], [], []
-    for _ in range(sampling.max_new_tokens):
+    for _ in range(steps):
         kinds, forced_token = layout.slots(ptr, text_len, sampling.max_text_tokens)
-        capped_any |= (kinds == FORCED) & (kinds_of[ptr] >= 2) & ~done
-        image_rows = kinds == IMAGE
-        logits = guide(logits, ulogits if use_cfg else None, image_rows, sampling.cfg)
-        scaled = constrained_logits(logits, kinds, layout, sampling).float()
-        logp = torch.log_softmax(scaled, dim=-1)
-        probs = _filter(scaled, kinds, sampling).softmax(-1)
-        token = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
         forced = kinds == FORCED
-        token = torch.where(forced, forced_token, token)
-        lp = torch.where(forced, torch.zeros(n), logp.gather(-1, token.unsqueeze(-1)).squeeze(-1))
+        capped_any |= forced & (kinds_of[ptr] >= 2) & ~done
+        if bool(forced.all()):  # tags, image structure, eos: nothing to sample this step
+            token, lp = forced_token, zeros
+        else:
+            image_rows = kinds == IMAGE
+            if use_cfg:
+                logits = guide(logits[:n], logits[n:], image_rows, sampling.cfg)
+            scaled = constrained_logits(logits, kinds, layout, sampling).float()
+            logp = torch.log_softmax(scaled, dim=-1)
+            probs = _filter(scaled, kinds, sampling).softmax(-1)
+            token = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+            token = torch.where(forced, forced_token, token)
+            lp = torch.where(forced, zeros, logp.gather(-1, token.unsqueeze(-1)).squeeze(-1))
+            if keep_image_probs:
+                probs_kept.append((image_rows & ~done, logp[:, layout.code_offset :].exp()))
         token = torch.where(done, layout.pad, token)
-        if keep_image_probs:
-            probs_kept.append((image_rows & ~done, logp[:, layout.code_offset :].exp()))
         out_ids.append(token)
-        out_lp.append(torch.where(done, torch.zeros(n), lp))
+        out_lp.append(torch.where(done, zeros, lp))
         out_kind.append(torch.where(done, FORCED, kinds))
         out_valid.append(~done)
         new_ptr, new_len = layout.advance(ptr, text_len, token)
@@ -132,11 +137,10 @@ def generate(
         done = done | (ptr == layout.program.length)
         if bool(done.all()):
             break
-        history = torch.cat([history, token[:, None]], dim=1) if not sampling.use_cache else history
-        logits, cache = model.step(token, cache, history, lr)
-        if use_cfg:
-            uhistory = torch.cat([uhistory, token[:, None]], dim=1) if not sampling.use_cache else uhistory
-            ulogits, ucache = model.step(token, ucache, uhistory, None)
+        fed = torch.cat([token, token]) if use_cfg else token
+        if not sampling.use_cache:
+            history = torch.cat([history, fed[:, None]], dim=1)
+        logits, cache = model.step(fed, cache, history, lr)
     image_probs = None
     if keep_image_probs:
         per_row: list[list[torch.Tensor]] = [[] for _ in range(n)]

@@ -5,12 +5,6 @@ from __future__ import annotations
 from realsr_r1.config import Params
 from realsr_r1.policy.interface import Sampling
 from realsr_r1.policy.tiny import TinyPolicyConfig
-from realsr_r1.tokenizers.image import ImageTokenizerConfig
-
-
-def image_tokenizer_config(params: Params) -> ImageTokenizerConfig:
-    raw = params.tokenizer.image.model_dump()
-    return ImageTokenizerConfig.from_dict({**raw, "seed": params.seed})
 
 
 def policy_config(params: Params) -> TinyPolicyConfig:

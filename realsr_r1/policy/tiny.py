@@ -17,16 +17,25 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, StaticCache
 
 from realsr_r1.policy import rollout as engine
 from realsr_r1.policy.interface import Policy, PromptBatch, Rollout, Sampling, SequenceBatch, TokenScores
 from realsr_r1.policy.layout import FORCED, IMAGE, Layout
 from realsr_r1.tokenizers.image import ImageTokenizer, load_image_tokenizer, patchify, to_tensor, to_uint8
 from realsr_r1.tokenizers.text import load_text_tokenizer
-from realsr_r1.vlcot import IMAGE_BLOCK_DOWNSCALE, IMAGE_BLOCKS, TEXT_BLOCKS, Completion, VLCoT, VLCoTFormatError, parse
+from realsr_r1.vlcot import (
+    IMAGE_BLOCK_DOWNSCALE,
+    IMAGE_BLOCKS,
+    TEXT_BLOCKS,
+    Completion,
+    VLCoT,
+    VLCoTFormatError,
+    parse,
+)
 
 CONFIG_FILE = "policy.json"
+DEFAULT_SAMPLING = Sampling()
 
 
 class PolicyLoadError(FileNotFoundError):
@@ -160,7 +169,10 @@ class TinyPolicy(Policy):
 
     # -------------------------------------------------------------------------- inputs
     def embed(self, ids: torch.Tensor, lr: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings; LR patch slots get the projected LR pixels (none when `lr` is None)."""
+        """Token embeddings; LR patch slots get the projected LR pixels (none when `lr` is None).
+
+        Rows with LR slots come first and `lr` has one image per such row (CFG's blanked rows,
+        after them, have no slots)."""
         emb = self.backbone.get_input_embeddings()(ids)
         if self.projector is not None and lr is not None:
             slots = ids == self.layout.lr_patch
@@ -195,14 +207,16 @@ class TinyPolicy(Policy):
     def logits(self, ids: torch.Tensor, lr: torch.Tensor | None) -> torch.Tensor:
         return self.backbone(inputs_embeds=self.embed(ids, lr), use_cache=False).logits
 
-    def score(self, batch: SequenceBatch, sampling: Sampling = Sampling()) -> TokenScores:
+    def score(self, batch: SequenceBatch, sampling: Sampling = DEFAULT_SAMPLING) -> TokenScores:
         p = batch.prompt.input_ids.shape[1]
         comp = batch.completion_ids
         kinds = self.layout.replay(comp, batch.completion_mask, sampling.max_text_tokens)
-        logits = self.logits(torch.cat([batch.prompt.input_ids, comp], 1), batch.prompt.lr)[:, p - 1 : -1]
-        if sampling.cfg is not None:
-            ulogits = self.logits(torch.cat([batch.prompt.uncond_ids, comp], 1), None)[:, p - 1 : -1]
-            logits = engine.guide(logits, ulogits, kinds == IMAGE, sampling.cfg)
+        if sampling.cfg is None:
+            logits = self.logits(torch.cat([batch.prompt.input_ids, comp], 1), batch.prompt.lr)[:, p - 1 : -1]
+        else:  # conditional and LR-blanked rows in one pass, as in the rollout
+            both = torch.cat([torch.cat([batch.prompt.input_ids, comp], 1), torch.cat([batch.prompt.uncond_ids, comp], 1)])
+            logits = self.logits(both, batch.prompt.lr)[:, p - 1 : -1]
+            logits = engine.guide(logits[: len(comp)], logits[len(comp) :], kinds == IMAGE, sampling.cfg)
         valid = batch.completion_mask
         lp = engine.constrained_logprobs(logits, comp, kinds, self.layout, sampling)
         return TokenScores(
@@ -213,15 +227,17 @@ class TinyPolicy(Policy):
         )
 
     # ------------------------------------------------------------------- StepModel
-    def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, use_cache: bool) -> tuple[torch.Tensor, Any]:
-        cache = DynamicCache(config=self.backbone.config) if use_cache else None
-        out = self.backbone(inputs_embeds=self.embed(input_ids, lr), cache=cache, use_cache=use_cache)
+    def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None) -> tuple[torch.Tensor, Any]:
+        # a static (preallocated) cache: no per-step concatenation of the keys and values
+        cache = StaticCache(config=self.backbone.config, max_cache_len=cache_len) if cache_len else None
+        out = self.backbone(inputs_embeds=self.embed(input_ids, lr), cache=cache, use_cache=cache is not None, logits_to_keep=1)
         return out.logits[:, -1], cache
 
     def step(self, tokens: torch.Tensor, cache: Any, history: torch.Tensor, lr: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
         if cache is None:  # no KV cache: the whole sequence again
-            return self.backbone(inputs_embeds=self.embed(history, lr), use_cache=False).logits[:, -1], None
-        out = self.backbone(inputs_embeds=self.embed(tokens[:, None], None), cache=cache, use_cache=True)
+            out = self.backbone(inputs_embeds=self.embed(history, lr), use_cache=False, logits_to_keep=1)
+            return out.logits[:, -1], None
+        out = self.backbone(input_ids=tokens[:, None], cache=cache, use_cache=True)
         return out.logits[:, -1], cache
 
     # ------------------------------------------------------------------------- rollout

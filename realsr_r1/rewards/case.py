@@ -65,7 +65,9 @@ def read_case(path: str | Path) -> tuple[Completion, Truth]:
     return Completion(text=text, images=pixels), truth_obj
 
 
-def write_case(path: str | Path, completion: Completion, degradation: str, tags: Sequence[str], gt: np.ndarray) -> None:
+def write_case(
+    path: str | Path, completion: Completion, degradation: str, tags: Sequence[str], gt: np.ndarray
+) -> None:
     """Write a case JSON with its images as PNGs beside it (image_0.png, ..., gt.png)."""
     path = Path(path)
     names = []
@@ -73,7 +75,10 @@ def write_case(path: str | Path, completion: Completion, degradation: str, tags:
         names.append(f"image_{i}.png")
         write_png(path.parent / names[-1], image)
     write_png(path.parent / "gt.png", gt)
-    write_json(path, {
-        "completion": {"text": completion.text, "images": names},
-        "truth": {"degradation": degradation, "tags": list(tags), "gt": "gt.png"},
-    })
+    write_json(
+        path,
+        {
+            "completion": {"text": completion.text, "images": names},
+            "truth": {"degradation": degradation, "tags": list(tags), "gt": "gt.png"},
+        },
+    )

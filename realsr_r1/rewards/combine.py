@@ -39,5 +39,8 @@ def combine(
     sizes = {v.shape for v in clean.values()}
     if len(sizes) > 1:
         raise ValueError(f"rewards have different batch shapes: {sorted(sizes)}")
-    total = sum((weights[name] * values for name, values in clean.items()), start=np.zeros(sizes.pop() if sizes else 0))
+    total = sum(
+        (weights[name] * values for name, values in clean.items()),
+        start=np.zeros(sizes.pop() if sizes else 0),
+    )
     return total, clean, counts

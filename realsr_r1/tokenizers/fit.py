@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from realsr_r1.config import Params
 from realsr_r1.data.shards import ShardSample
 from realsr_r1.tokenizers.image import (
     ImageTokenizer,
@@ -52,6 +53,11 @@ def stack_samples(samples: Iterable[ShardSample]) -> ChainImages:
             "final": to_tensor([s.hr for s in samples]),
         },
     )
+
+
+def image_tokenizer_config(params: Params) -> ImageTokenizerConfig:
+    """The `tokenizer.image` params section (and the global seed) as the library's config."""
+    return ImageTokenizerConfig.from_dict({**params.tokenizer.image.model_dump(), "seed": params.seed})
 
 
 def fit_image_tokenizer(config: ImageTokenizerConfig, chain: ChainImages) -> ImageTokenizer:

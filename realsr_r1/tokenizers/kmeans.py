@@ -14,7 +14,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.cluster import MiniBatchKMeans
 
-from realsr_r1.tokenizers.image import ImageTokenizer, ImageTokenizerConfig, TokenizerError, patchify, unpatchify
+from realsr_r1.tokenizers.image import (
+    ImageTokenizer,
+    ImageTokenizerConfig,
+    TokenizerError,
+    patchify,
+    unpatchify,
+)
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "codebook.safetensors"
