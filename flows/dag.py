@@ -58,15 +58,20 @@ def read_stages(dvc_yaml: Path) -> list[Stage]:
         if "foreach" in spec or "matrix" in spec:
             raise DagError(f"{dvc_yaml}: stage '{name}' uses foreach/matrix; give each variant a stage")
         metrics, plots = _paths(spec.get("metrics")), _paths(spec.get("plots"))
-        stages.append(Stage(name, _paths(spec.get("deps")), _paths(spec.get("outs")) + metrics + plots,
-                            metrics, plots))
+        stages.append(
+            Stage(name, _paths(spec.get("deps")), _paths(spec.get("outs")) + metrics + plots, metrics, plots)
+        )
     return _toposort(stages, dvc_yaml)
 
 
 def upstream(stages: list[Stage]) -> dict[str, set[str]]:
     """Direct upstream stages of each stage (a dep overlapping another stage's output)."""
     return {
-        s.name: {o.name for o in stages if o.name != s.name and any(_overlaps(d, p) for d in s.deps for p in o.outs)}
+        s.name: {
+            o.name
+            for o in stages
+            if o.name != s.name and any(_overlaps(d, p) for d in s.deps for p in o.outs)
+        }
         for s in stages
     }
 

@@ -50,8 +50,15 @@ def run_dvc(args: list[str], cwd: Path, log: logging.Logger | logging.LoggerAdap
     """Run `dvc ARGS` in `cwd`, logging each output line as it comes."""
     cmd = [sys.executable, "-m", "dvc", *args]
     log.info("$ dvc %s", " ".join(args))
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env_for_dvc(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env_for_dvc(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     lines: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -75,7 +82,9 @@ def check(result: Result, what: str, transient_by_default: bool) -> Result:
     """Raise the right error class for a failed command, with a one-line message."""
     if result.returncode == 0:
         return result
-    complaints = "\n".join(ln for ln in result.output.splitlines() if re.search(r"error|exception|fail", ln, re.I))
+    complaints = "\n".join(
+        ln for ln in result.output.splitlines() if re.search(r"error|exception|fail", ln, re.IGNORECASE)
+    )
     transient = bool(TRANSIENT.search(complaints)) or (
         transient_by_default and "config" not in first_error(result.output).lower()
     )

@@ -5,8 +5,8 @@ e.g. on a fresh worker), runs `dvc repro --single-item STAGE` (DVC's cache decid
 stage really runs), pushes the stage's outputs, logs DVC's output line by line and attaches
 the stage's metrics (and image plots such as the evaluation's comparison sheet) as Prefect
 artifacts. Storage and network failures are retried with exponential back-off; anything else
-fails at once. Param overrides run as a DVC experiment (`dvc exp run -S`), so the committed
-params.yaml is never edited by the flow itself.
+fails at once. Param overrides run as a DVC experiment (`dvc exp run -S`); the checkout's
+params.yaml is put back afterwards, so the committed params stay what later runs use.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from prefect.runtime import task_run as current_task_run
 from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
-from flows.dag import DagError, Stage, read_stages, select
+from flows.dag import DagError, Stage, read_stages, select, upstream
 from flows.dvc import StageError, TransientStageError, check, run_dvc
+from flows.ledger import already_pushed, record_push
+from realsr_r1.atomic import write_bytes
 from realsr_r1.config import ParamsError, load_params
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -62,14 +64,17 @@ def metrics_markdown(repo: Path, stage: Stage) -> str | None:
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+            data = (
+                json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+            )
         except (json.JSONDecodeError, yaml.YAMLError):
             continue
         rows += [f"| {rel} | {key} | {value} |" for key, value in _flatten(data)]
     if not rows:
         return None
-    return "\n".join([f"### Metrics of stage `{stage.name}`", "", "| file | metric | value |",
-                      "|---|---|---|", *rows])
+    return "\n".join(
+        [f"### Metrics of stage `{stage.name}`", "", "| file | metric | value |", "|---|---|---|", *rows]
+    )
 
 
 def image_markdown(repo: Path, stage: Stage) -> list[tuple[str, str]]:
@@ -77,8 +82,11 @@ def image_markdown(repo: Path, stage: Stage) -> list[tuple[str, str]]:
     found: list[Path] = []
     for rel in stage.plots:
         path = repo / rel
-        found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else (
-            [path] if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else [])
+        found += (
+            sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if path.is_dir()
+            else ([path] if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else [])
+        )
     out: list[tuple[str, str]] = []
     for img in found:
         rel = img.relative_to(repo).as_posix()
@@ -97,38 +105,70 @@ def _artifact_key(*parts: str) -> str:
 
 
 @task(name="stage", task_run_name="{stage.name}", cache_policy=NO_CACHE, persist_result=False)
-def run_stage(stage: Stage, repo: str, force: bool, push: bool, remote: str | None,
-              set_params: list[str]) -> dict[str, Any]:
-    """Pull what is missing, reproduce one stage, push its outputs; report whether it ran."""
+def run_stage(
+    stage: Stage,
+    repo: str,
+    force: bool,
+    push: bool,
+    remote: str | None,
+    set_params: list[str],
+    known_unchanged: bool = False,
+) -> dict[str, Any]:
+    """Pull what is missing, reproduce one stage, push its outputs; report whether it ran.
+
+    `known_unchanged`: the flow's `dvc status` found this stage and all its upstream stages
+    up to date, so asking `dvc repro` again could only print "didn't change, skipping".
+    """
     log = get_run_logger()
     root = Path(repo)
     attempt = f"attempt {current_task_run.run_count}"
     remote_args = ["-r", remote] if remote else []
+    executed = False
     try:
         missing = _missing(root, stage)
         if missing:
             log.info("missing here: %s; pulling from the DVC remote", ", ".join(missing))
-            check(run_dvc(["pull", "--allow-missing", "--with-deps", *remote_args, stage.name], root, log),
-                  f"pull for stage {stage.name}", transient_by_default=True)
-        if set_params:
-            args = ["exp", "run", "--single-item", *(["--force"] if force else []),
-                    *[a for kv in set_params for a in ("-S", kv)], stage.name]
+            check(
+                run_dvc(["pull", "--allow-missing", "--with-deps", *remote_args, stage.name], root, log),
+                f"pull for stage {stage.name}",
+                transient_by_default=True,
+            )
+        if known_unchanged and not missing and not force:
+            log.info("dvc status: stage %s and its inputs are unchanged", stage.name)
         else:
-            args = ["repro", "--single-item", *(["--force"] if force else []), stage.name]
-        done = check(run_dvc(args, root, log), f"stage {stage.name}", transient_by_default=False)
-        executed = f"Running stage '{stage.name}'" in done.output
-        if push:
-            check(run_dvc(["push", *remote_args, stage.name], root, log),
-                  f"push of stage {stage.name}", transient_by_default=True)
+            if set_params:
+                args = [
+                    "exp",
+                    "run",
+                    "--single-item",
+                    *(["--force"] if force else []),
+                    *[a for kv in set_params for a in ("-S", kv)],
+                    stage.name,
+                ]
+            else:
+                args = ["repro", "--single-item", *(["--force"] if force else []), stage.name]
+            done = check(run_dvc(args, root, log), f"stage {stage.name}", transient_by_default=False)
+            executed = f"Running stage '{stage.name}'" in done.output
+        if push and already_pushed(root, remote, stage.name):
+            log.info("outputs of %s already pushed to this remote (unchanged since)", stage.name)
+        elif push:
+            check(
+                run_dvc(["push", *remote_args, stage.name], root, log),
+                f"push of stage {stage.name}",
+                transient_by_default=True,
+            )
+            record_push(root, remote, stage.name)
     except TransientStageError as err:
         raise TransientStageError(f"{err} ({attempt})") from None
     table = metrics_markdown(root, stage)
     if table:
-        create_markdown_artifact(table, key=_artifact_key(stage.name, "metrics"),
-                                 description=f"metrics of stage {stage.name}")
+        create_markdown_artifact(
+            table, key=_artifact_key(stage.name, "metrics"), description=f"metrics of stage {stage.name}"
+        )
     for rel, md in image_markdown(root, stage):
-        create_markdown_artifact(md, key=_artifact_key(stage.name, Path(rel).stem),
-                                 description=f"{rel} from stage {stage.name}")
+        create_markdown_artifact(
+            md, key=_artifact_key(stage.name, Path(rel).stem), description=f"{rel} from stage {stage.name}"
+        )
     log.info("stage %s %s", stage.name, "ran" if executed else "was up to date (not re-executed)")
     return {"stage": stage.name, "executed": executed, "pushed": push}
 
@@ -144,6 +184,15 @@ def _set_params(repo: Path, overrides: dict[str, Any]) -> list[str]:
         node[leaf] = value
     load_params(repo / "params.yaml", nested)  # ParamsError names the bad key
     return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+
+
+def _changed_stages(root: Path, log: Any) -> set[str] | None:
+    """Stages `dvc status` reports changed (None when it cannot tell: every stage asks DVC itself)."""
+    done = run_dvc(["status", "--json"], root, log)
+    try:
+        return set(json.loads(done.output.splitlines()[-1])) if done.returncode == 0 else None
+    except (json.JSONDecodeError, IndexError):
+        return None
 
 
 @flow(name="grpo")
@@ -185,12 +234,29 @@ def grpo(
         retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay_s) if retries else 0,
         retry_condition_fn=_transient_only,
     )
+    changed = None if set_params else _changed_stages(root, log)
+    ups = upstream(read_stages(root / "dvc.yaml"))
     results: dict[str, bool] = {}
-    for stage in plan:
-        out = step(stage, str(root), stage.name in forced, push, remote, set_params)
-        results[stage.name] = out["executed"]
+    params_file = root / "params.yaml"
+    committed = params_file.read_bytes() if set_params else None
+    try:
+        for stage in plan:
+            unchanged = (
+                changed is not None
+                and stage.name not in changed
+                and not any(results.get(u) or u in forced for u in ups[stage.name])
+            )
+            out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged)
+            results[stage.name] = out["executed"]
+    finally:
+        # `dvc exp run -S` writes the values into the checkout's params.yaml; put the file back
+        # so later runs use the committed params (the experiment stays in `dvc exp show`)
+        if committed is not None and params_file.read_bytes() != committed:
+            write_bytes(params_file, committed)
+            log.info("params.yaml restored; the experiment's results are listed by `dvc exp show`")
     create_table_artifact(
         [{"stage": k, "executed": v, "pushed": push} for k, v in results.items()],
-        key="grpo-stages", description="which stages ran (DVC's cache skips unchanged ones)",
+        key="grpo-stages",
+        description="which stages ran (DVC's cache skips unchanged ones)",
     )
     return results

@@ -341,8 +341,14 @@ class PublishParams(Section):
     # files or folders bundled when they exist (weights, configs, tokenizers); missing ones are skipped
     artifacts: list[str] = ["models/tokenizer", "models/sft", "models/grpo", "params.yaml"]
     # metrics JSON files (or folders of them) bundled and read for the gate, keyed by file stem
-    metrics: list[str] = ["metrics/synthesize.json", "metrics/tokenizer.json", "metrics/sft.json", "metrics/grpo.json",
-                          "metrics/evaluate.json"]
+    metrics: list[str] = [
+        "metrics/synthesize.json",
+        "metrics/annotate.json",
+        "metrics/tokenizer.json",
+        "metrics/sft.json",
+        "metrics/grpo.json",
+        "metrics/evaluate.json",
+    ]
     # dotted key into those metrics, e.g. evaluate.grpo.psnr ("" : no gate)
     metric: str = "evaluate.grpo.psnr_y"
     mode: Literal["max", "min"] = "max"

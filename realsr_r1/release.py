@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +73,28 @@ def gate(
         return Decision(True, "first release of this name", value, None)
     previous = lookup(latest.metrics, metric)
     if value is None:
-        return Decision(False, f"metric {metric} missing from this run; cannot show an improvement "
-                               f"on {latest.ref}", None, previous)
+        return Decision(
+            False,
+            f"metric {metric} missing from this run; cannot show an improvement on {latest.ref}",
+            None,
+            previous,
+        )
     if previous is None:
         return Decision(True, f"{latest.ref} has no {metric} to compare", value, None)
     gain = value - previous if mode == "max" else previous - value
     if gain > min_delta:
-        return Decision(True, f"{metric} {value:.6g} improves on {latest.ref} ({previous:.6g}) by "
-                              f"{gain:.6g} > {min_delta:g}", value, previous)
-    return Decision(False, f"{metric} {value:.6g} does not improve on {latest.ref} ({previous:.6g}) by "
-                           f"more than {min_delta:g}", value, previous)
+        return Decision(
+            True,
+            f"{metric} {value:.6g} improves on {latest.ref} ({previous:.6g}) by {gain:.6g} > {min_delta:g}",
+            value,
+            previous,
+        )
+    return Decision(
+        False,
+        f"{metric} {value:.6g} does not improve on {latest.ref} ({previous:.6g}) by more than {min_delta:g}",
+        value,
+        previous,
+    )
 
 
 def assemble(root: Path, artifacts: list[str], metric_files: list[Path], out: Path) -> list[str]:
@@ -122,7 +134,7 @@ def model_card(name: str, version: str, included: list[str], metrics: dict[str, 
         "RealSR-R1 reasoning super-resolution checkpoint (VLCoT: degradation, understanding and",
         "coarse-to-fine images in one sequence), trained by cold-start SFT then VLCoT-GRPO.",
         "",
-        f"- Built: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- Built: {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"- Contents: {', '.join(included)}",
         f"- Get it: `realsr pull {name}@{version} -o {name}-{version}` (every sha256 is verified)",
         "- Licence notes: evaluation metrics come from pyiqa (non-commercial licence); training",

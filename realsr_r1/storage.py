@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def build_manifest(
     return {
         "name": name,
         "version": version,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": files,
         "metrics": metrics or {},
     }
@@ -109,9 +109,7 @@ class ReleaseStore:
 
     def __init__(self, bucket: str, client: Any | None = None) -> None:
         if not bucket:
-            raise ReleaseError(
-                "no release bucket: set params publish.bucket or $REALSR_RELEASE_BUCKET"
-            )
+            raise ReleaseError("no release bucket: set params publish.bucket or $REALSR_RELEASE_BUCKET")
         self.bucket = bucket
         self.s3 = client or boto3.client("s3")
 
@@ -188,9 +186,16 @@ class ReleaseStore:
         return rel
 
     def next_version(self, name: str) -> str:
-        """`v1` for a new name, else one past the highest `vN` published (complete or not)."""
+        """`v1` for a new name, else one past the highest `vN`; an unfinished highest one is reused.
+
+        An upload that died before its manifest left files but no release: the next publish
+        writes the same version again instead of leaving a gap and an orphan.
+        """
         numbers = [int(v[1:]) for v in self._prefixes(f"{PREFIX}/{name}/") if re.fullmatch(r"v\d+", v)]
-        return f"v{max(numbers, default=0) + 1}"
+        top = max(numbers, default=0)
+        if top and self._read_manifest(name, f"v{top}") is None:
+            return f"v{top}"
+        return f"v{top + 1}"
 
     def upload(self, bundle: Path, name: str, version: str, metrics: dict[str, Any] | None = None) -> Release:
         """Upload every file of `bundle`, then the manifest last; refuse to overwrite a release."""
@@ -214,19 +219,40 @@ class ReleaseStore:
                 )
             except (ClientError, BotoCoreError) as err:
                 raise self._fail(f"uploading {rel}", err) from None
+        self._drop_strays(name, version, set(manifest["files"]))
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
         try:
             self.s3.put_object(
-                Bucket=self.bucket, Key=self._key(name, version, MANIFEST), Body=body,
+                Bucket=self.bucket,
+                Key=self._key(name, version, MANIFEST),
+                Body=body,
                 ContentType="application/json",
             )
         except (ClientError, BotoCoreError) as err:
             raise self._fail("writing the manifest", err) from None
-        log.info("released %s@%s: %d files to s3://%s/%s", name, version, len(manifest["files"]),
-                 self.bucket, self._key(name, version))
+        log.info(
+            "released %s@%s: %d files to s3://%s/%s",
+            name,
+            version,
+            len(manifest["files"]),
+            self.bucket,
+            self._key(name, version),
+        )
         rel_obj = self._read_manifest(name, version)
         assert rel_obj is not None
         return rel_obj
+
+    def _drop_strays(self, name: str, version: str, keep: set[str]) -> None:
+        """Delete objects an earlier, unfinished upload of this version left that this one lacks."""
+        prefix = self._key(name, version)
+        try:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    if obj["Key"][len(prefix) :] not in keep:
+                        log.info("removing stray %s from an unfinished upload", obj["Key"])
+                        self.s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
+        except (ClientError, BotoCoreError) as err:
+            raise self._fail(f"cleaning {name}@{version}", err) from None
 
     def pull(self, name: str, version: str | None, dest: Path) -> Release:
         """Download a release into `dest` and verify every sha256; nothing is left on a mismatch."""
@@ -253,8 +279,18 @@ class ReleaseStore:
                         f"(manifest {meta['sha256'][:12]}, downloaded {got[:12]}); download deleted"
                     )
             (tmp / MANIFEST).write_text(
-                json.dumps({"name": rel.name, "version": rel.version, "created": rel.created,
-                            "files": rel.files, "metrics": rel.metrics}, indent=2, sort_keys=True) + "\n"
+                json.dumps(
+                    {
+                        "name": rel.name,
+                        "version": rel.version,
+                        "created": rel.created,
+                        "files": rel.files,
+                        "metrics": rel.metrics,
+                    },
+                    indent=2,
+                    sort_keys=True,
+                )
+                + "\n"
             )
             if dest.exists():
                 dest.rmdir()

@@ -41,12 +41,15 @@ def main(params: Params) -> None:
         log.info("bundle %s: %s", BUNDLE, ", ".join(included))
 
         if store is None:
-            decision = Decision(False, f"no release bucket (publish.bucket or ${BUCKET_ENV}); bundle only",
-                                None, None)
+            decision = Decision(
+                False, f"no release bucket (publish.bucket or ${BUCKET_ENV}); bundle only", None, None
+            )
         else:
             decision = gate(metrics, latest, p.metric, p.mode, p.min_delta, p.only_if_improved)
             if decision.publish and latest is not None and _same_content(latest.files, BUNDLE):
-                decision = Decision(False, f"identical to {latest.ref}", decision.candidate, decision.previous)
+                decision = Decision(
+                    False, f"identical to {latest.ref}", decision.candidate, decision.previous
+                )
         ref = None
         if decision.publish:
             assert store is not None
@@ -59,20 +62,23 @@ def main(params: Params) -> None:
     except ReleaseError as err:
         print(f"error: publish: {err}", file=sys.stderr)
         sys.exit(1)
-    write_json(DECISION, {
-        "published": decision.publish,
-        "release": ref or "",
-        "reason": decision.reason,
-        "metric": p.metric,
-        "candidate": decision.candidate,
-        "previous": decision.previous,
-    })
+    write_json(
+        DECISION,
+        {
+            "published": decision.publish,
+            "release": ref or "",
+            "reason": decision.reason,
+            "metric": p.metric,
+            "candidate": decision.candidate,
+            "previous": decision.previous,
+        },
+    )
 
 
 def _same_content(published: dict[str, dict], bundle: Path) -> bool:
     """Same files and checksums as a published release, ignoring the dated model card."""
     current = build_manifest(bundle, "x", "x")["files"]
-    strip = lambda files: {k: v["sha256"] for k, v in files.items() if k != CARD}  # noqa: E731
+    strip = lambda files: {k: v["sha256"] for k, v in files.items() if k != CARD}
     return strip(published) == strip(current)
 
 

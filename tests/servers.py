@@ -59,7 +59,9 @@ class MotoS3:
         self.log = workdir / "moto.log"
         self.proc = subprocess.Popen(
             [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         _wait_http(f"{self.url}/moto-api/", self.proc, 30, self.log)
 
@@ -158,12 +160,18 @@ class PrefectServer:
             "PREFECT_UI_ENABLED": "false",
             "DO_NOT_TRACK": "1",
         }
-        env = {**os.environ, **self.env,
-               "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"}
+        env = {
+            **os.environ,
+            **self.env,
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+        }
         env.pop("PREFECT_API_URL")  # the server itself must not be its own client
         self.proc = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         _wait_http(f"{self.api_url}/health", self.proc, 90, self.log)
 
@@ -178,14 +186,41 @@ class Worker:
         self.log = log
         self.proc = subprocess.Popen(
             [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-            cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=cwd,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def stop(self) -> None:
         _stop(self.proc)
 
 
-def which(name: str) -> str:
-    """An executable of this venv (so subprocesses use the same installs)."""
-    path = BIN / name
-    return str(path) if path.exists() else (shutil.which(name) or name)
+GIT_ID = {
+    "GIT_AUTHOR_NAME": "realsr",
+    "GIT_AUTHOR_EMAIL": "realsr@localhost",
+    "GIT_COMMITTER_NAME": "realsr",
+    "GIT_COMMITTER_EMAIL": "realsr@localhost",
+}
+
+
+def copy_repo(src: Path, dst: Path) -> None:
+    """Copy the files git would see (tracked + untracked, not ignored) and make `dst` a git repo."""
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=src,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for rel in filter(None, files):
+        path = src / rel
+        if path.is_file() and not path.is_symlink():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dst / rel)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy of the project"]):
+        subprocess.run(["git", *args], cwd=dst, check=True, env={**os.environ, **GIT_ID})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -24,7 +23,8 @@ import boto3
 import pytest
 import yaml
 
-from tests.servers import BIN, MotoS3, PrefectServer, Relay, Worker, s3_env
+from flows.dag import read_stages
+from tests.servers import BIN, GIT_ID, MotoS3, PrefectServer, Relay, Worker, copy_repo, s3_env
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,21 +42,46 @@ class Session:
     work: Path
 
     def run(self, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-        done = subprocess.run(list(args), cwd=self.repo, env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(
+            list(args),
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and done.returncode != 0:
-            raise AssertionError(f"{args} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            raise AssertionError(
+                f"{args} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
         return done
 
     def api(self, path: str, body: dict[str, Any]) -> Any:
-        req = urllib.request.Request(f"{self.prefect.api_url}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            f"{self.prefect.api_url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 
-    def deployment_run(self, *params: str) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
-        done = self.run(str(BIN / "prefect"), "deployment", "run", "grpo/full", *params, "--watch",
-                        "--watch-timeout", "900", check=False, timeout=960)
+    def deployment_run(
+        self, *params: str, name: str = "grpo/full"
+    ) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+        done = self.run(
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            name,
+            *params,
+            "--watch",
+            "--watch-timeout",
+            "900",
+            check=False,
+            timeout=960,
+        )
         text = done.stdout + done.stderr
         m = re.search(r"UUID:\s*([0-9a-f-]{36})", text)
         assert m, text[-3000:]
@@ -64,8 +89,10 @@ class Session:
         return done, runs[0]
 
     def stages_artifact(self, flow_run_id: str) -> dict[str, bool]:
-        arts = self.api("/artifacts/filter", {"artifacts": {"key": {"any_": ["grpo-stages"]},
-                                                            "flow_run_id": {"any_": [flow_run_id]}}})
+        arts = self.api(
+            "/artifacts/filter",
+            {"artifacts": {"key": {"any_": ["grpo-stages"]}, "flow_run_id": {"any_": [flow_run_id]}}},
+        )
         assert len(arts) == 1, arts
         data = arts[0]["data"]
         rows = json.loads(data) if isinstance(data, str) else data
@@ -75,41 +102,36 @@ class Session:
         return self.run(sys.executable, "-c", "from realsr_r1.cli import app; app()", *args, check=False)
 
 
-def _copy_repo(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file() and not src.is_symlink():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     work = tmp_path_factory.mktemp("e2e")
     repo = work / "repo"
     repo.mkdir()
-    _copy_repo(repo)
-    git_id = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-              "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy of the project"]):
-        subprocess.run(["git", *args], cwd=repo, check=True, env={**os.environ, **git_id})
+    copy_repo(ROOT, repo)
 
     s3 = MotoS3(work)
     relay = Relay(s3.port)
-    direct = boto3.client("s3", endpoint_url=s3.url, aws_access_key_id="t", aws_secret_access_key="t",
-                          region_name="us-east-1")
+    direct = boto3.client(
+        "s3", endpoint_url=s3.url, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
+    )
     for bucket in (DVC_BUCKET, RELEASE_BUCKET):
         direct.create_bucket(Bucket=bucket)
     prefect = PrefectServer(work)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "REALSR_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "REALSR_", "PYTHONPATH"))
+    }
     env.update(s3_env(relay.url))
     env.update(prefect.env)
-    env.update(git_id)
-    env.update({"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo),
-                "REALSR_DVC_BUCKET": DVC_BUCKET, "REALSR_RELEASE_BUCKET": RELEASE_BUCKET,
-                "PWD": str(repo)})
+    env.update(GIT_ID)
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "REALSR_DVC_BUCKET": DVC_BUCKET,
+            "REALSR_RELEASE_BUCKET": RELEASE_BUCKET,
+            "PWD": str(repo),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+        }
+    )
     sess = Session(repo, env, s3, relay, prefect, None, work)  # type: ignore[arg-type]
     try:
         sess.run("make", "remote-s3")
@@ -125,9 +147,19 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         s3.stop()
 
 
+def _dag_order(sess: Session) -> list[str]:
+    """Every stage of the copied repo's dvc.yaml, in the order `dvc dag` allows."""
+    return [s.name for s in read_stages(sess.repo / "dvc.yaml")]
+
+
 def _remote_keys(sess: Session) -> set[str]:
-    client = boto3.client("s3", endpoint_url=sess.s3.url, aws_access_key_id="t", aws_secret_access_key="t",
-                          region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=sess.s3.url,
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+        region_name="us-east-1",
+    )
     keys: set[str] = set()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=DVC_BUCKET, Prefix="dvc/files/md5/"):
         keys |= {o["Key"].removeprefix("dvc/files/md5/") for o in page.get("Contents", [])}
@@ -141,8 +173,11 @@ def _lock_keys(sess: Session) -> set[str]:
     cache = sess.repo / ".dvc/cache/files/md5"
     keys: set[str] = set()
     for name, stage in spec.items():
-        cached = {p if isinstance(p, str) else next(iter(p)) for p in stage.get("outs", [])
-                  if isinstance(p, str) or next(iter(p.values())).get("cache", True)}
+        cached = {
+            p if isinstance(p, str) else next(iter(p))
+            for p in stage.get("outs", [])
+            if isinstance(p, str) or next(iter(p.values())).get("cache", True)
+        }
         for out in lock[name]["outs"]:
             if out["path"] not in cached:
                 continue
@@ -159,7 +194,9 @@ def test_full_deployment_runs_every_stage(session: Session) -> None:
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:] + session.worker.log.read_text()[-5000:]
     assert run["state"]["type"] == "COMPLETED"
     executed = session.stages_artifact(run["id"])
-    assert list(executed) == ["ingest", "prepare", "synthesize", "publish"] and all(executed.values())
+    order = list(executed)
+    assert order == _dag_order(session) and all(executed.values())
+    assert order[0] == "ingest" and order[-1] == "publish"
     assert list((session.repo / "data/shards/train").glob("shard-*.tar"))
     metrics_art = session.api("/artifacts/filter", {"artifacts": {"key": {"any_": ["synthesize-metrics"]}}})
     assert metrics_art and "| metrics/synthesize.json | train.samples |" in metrics_art[0]["data"]
@@ -187,14 +224,15 @@ def test_second_run_executes_no_stage(session: Session) -> None:
     done, run = session.deployment_run()
     assert done.returncode == 0 and run["state"]["type"] == "COMPLETED"
     executed = session.stages_artifact(run["id"])
-    assert set(executed) == {"ingest", "prepare", "synthesize", "publish"} and not any(executed.values())
+    assert list(executed) == _dag_order(session) and not any(executed.values())
 
 
 def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) -> None:
     before_remote = _remote_keys(session)
     # synthesize alone, with a param override (a DVC experiment): its new outputs must be pushed
-    params = json.dumps({"stages": ["synthesize"], "overrides": {"synthesize.per_image": 2},
-                         "retries": 2, "retry_delay_s": 1})
+    params = json.dumps(
+        {"stages": ["synthesize"], "overrides": {"synthesize.per_image": 2}, "retries": 2, "retry_delay_s": 1}
+    )
     session.relay.down()
     try:
         done, run = session.deployment_run("--params", params)
@@ -211,9 +249,12 @@ def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) 
     done, run = session.deployment_run("--params", params)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert session.stages_artifact(run["id"]) == {"synthesize": False}  # computed before, only pushed now
-    assert "per_image: 2" in (session.repo / "params.yaml").read_text()  # the experiment's params
-    exps = session.run(sys.executable, "-m", "dvc", "exp", "show", "--json")
-    assert "synthesize.per_image" in exps.stdout or '"per_image": 2' in exps.stdout
+    committed = subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=session.repo, capture_output=True, text=True, check=True
+    ).stdout
+    assert (session.repo / "params.yaml").read_text() == committed  # put back after the experiment
+    exps = json.loads(session.run(sys.executable, "-m", "dvc", "exp", "show", "--json").stdout)
+    assert '"per_image": 2' in json.dumps(exps)  # the experiment is recorded by DVC
     status = session.run(sys.executable, "-m", "dvc", "status", "--cloud", "--json")
     assert json.loads(status.stdout or "{}") == {}
     after = _remote_keys(session)
@@ -224,10 +265,57 @@ def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) 
 
 
 def test_tampered_release_object_fails_pull(session: Session) -> None:
-    direct = boto3.client("s3", endpoint_url=session.s3.url, aws_access_key_id="t", aws_secret_access_key="t",
-                          region_name="us-east-1")
+    direct = boto3.client(
+        "s3",
+        endpoint_url=session.s3.url,
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+        region_name="us-east-1",
+    )
     direct.put_object(Bucket=RELEASE_BUCKET, Key=f"releases/{RELEASE}/v1/params.yaml", Body=b"seed: 1\n")
     out = session.work / "tampered"
     got = session.realsr("pull", f"{RELEASE}@v1", "-o", str(out))
     assert got.returncode == 2 and "checksum mismatch for params.yaml" in got.stderr, got.stderr
     assert not out.exists()
+
+
+def test_deployments_and_nightly_schedule(session: Session) -> None:
+    deps = {d["name"]: d for d in session.api("/deployments/filter", {})}
+    assert set(deps) == {"full", "nightly"}
+    nightly = deps["nightly"]
+    assert nightly["parameters"]["force"] == ["ingest"] and nightly["parameters"]["publish"] is True
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert deps["full"]["work_pool_name"] == nightly["work_pool_name"] == "realsr-gpu"
+
+
+def test_nightly_rescans_the_source_and_publishes_nothing_new(session: Session) -> None:
+    done, run = session.deployment_run(name="grpo/nightly")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    executed = session.stages_artifact(run["id"])
+    # ingest is forced (rescan); unchanged photos leave prepare cached, and synthesize and publish,
+    # back on the committed params after the experiment, come from DVC's run cache: no new release
+    assert executed["ingest"] is True and not any(v for k, v in executed.items() if k != "ingest")
+    assert session.realsr("releases", RELEASE).stdout.count(f"{RELEASE}@") == 1
+
+
+def test_bad_params_fail_at_once_without_retries(session: Session) -> None:
+    done, run = session.deployment_run("--params", json.dumps({"overrides": {"publish.mode": "best"}}))
+    assert done.returncode == 1 and "key 'publish.mode'" in run["state"]["message"], run["state"]["message"]
+    assert session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}}) == []
+
+    # a stage that exits on a bad input (exit 2) is deterministic: one attempt, no retry
+    done, run = session.deployment_run(
+        "--params",
+        json.dumps(
+            {
+                "stages": ["ingest"],
+                "overrides": {"data.source": str(session.work / "no-such-folder")},
+                "retries": 2,
+                "retry_delay_s": 1,
+            }
+        ),
+    )
+    assert done.returncode == 1 and "stage ingest failed" in run["state"]["message"], run["state"]["message"]
+    assert "folder not found" in run["state"]["message"]
+    tasks = session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+    assert [t["run_count"] for t in tasks] == [1]

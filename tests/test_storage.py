@@ -46,8 +46,11 @@ def make_bundle(root: Path, payload: bytes = b"weights") -> Path:
 def test_upload_list_pull_roundtrip(store: ReleaseStore, tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "b")
     rel = store.upload(bundle, "tiny", "v1", metrics={"psnr": 20.5})
-    assert rel.ref == "tiny@v1" and set(rel.files) == {"model/model.safetensors", "model/config.json",
-                                                         "MODEL_CARD.md"}
+    assert rel.ref == "tiny@v1" and set(rel.files) == {
+        "model/model.safetensors",
+        "model/config.json",
+        "MODEL_CARD.md",
+    }
     assert [r.ref for r in store.list()] == ["tiny@v1"]
     out = tmp_path / "out"
     got = store.pull("tiny", None, out)
@@ -76,9 +79,20 @@ def test_manifest_is_uploaded_last_and_half_upload_invisible(store: ReleaseStore
 
     # a half-upload (files without manifest) is not listed and does not count as latest
     store.s3.put_object(Bucket=store.bucket, Key="releases/tiny/v2/MODEL_CARD.md", Body=b"x")
+    store.s3.put_object(Bucket=store.bucket, Key="releases/tiny/v2/stray.bin", Body=b"x")
     assert [r.ref for r in store.list("tiny")] == ["tiny@v1"]
     assert store.latest("tiny").version == "v1"  # type: ignore[union-attr]
+    assert store.next_version("tiny") == "v2"  # the unfinished version is completed, not skipped
+    store.upload(make_bundle(tmp_path / "c", b"again"), "tiny", store.next_version("tiny"))
+    assert [r.ref for r in store.list("tiny")] == ["tiny@v1", "tiny@v2"]
     assert store.next_version("tiny") == "v3"
+    left = store.s3.list_objects_v2(Bucket=store.bucket, Prefix="releases/tiny/v2/")["Contents"]
+    assert sorted(o["Key"].rsplit("/v2/", 1)[1] for o in left) == [
+        "MODEL_CARD.md",
+        "manifest.json",
+        "model/config.json",
+        "model/model.safetensors",
+    ]
 
 
 def test_tampered_object_fails_pull_and_leaves_nothing(store: ReleaseStore, tmp_path: Path) -> None:
@@ -98,7 +112,9 @@ def test_latest_by_default_and_named_version(store: ReleaseStore, tmp_path: Path
     store.pull("tiny", "v1", tmp_path / "o1")
     store.pull("tiny", None, tmp_path / "o2")
     assert (tmp_path / "o1/model/model.safetensors").read_bytes() == b"one" * 1000
-    assert sha256_file(tmp_path / "o2/model/model.safetensors") == sha256_file(tmp_path / "b/model/model.safetensors")
+    assert sha256_file(tmp_path / "o2/model/model.safetensors") == sha256_file(
+        tmp_path / "b/model/model.safetensors"
+    )
 
 
 def test_errors_are_clear(store: ReleaseStore, tmp_path: Path) -> None:
@@ -119,8 +135,32 @@ def test_errors_are_clear(store: ReleaseStore, tmp_path: Path) -> None:
 
 
 def test_manifest_path_escape_is_refused(store: ReleaseStore, tmp_path: Path) -> None:
-    manifest = {"name": "evil", "version": "v1", "created": "2026-01-01T00:00:00+00:00",
-                "files": {"../../x": {"sha256": "0" * 64, "size": 1}}}
+    manifest = {
+        "name": "evil",
+        "version": "v1",
+        "created": "2026-01-01T00:00:00+00:00",
+        "files": {"../../x": {"sha256": "0" * 64, "size": 1}},
+    }
     store.s3.put_object(Bucket=store.bucket, Key="releases/evil/v1/manifest.json", Body=json.dumps(manifest))
     with pytest.raises(ReleaseError, match="escapes the bundle"):
         store.pull("evil", "v1", tmp_path / "o")
+
+
+def test_cli_lists_pulls_and_fails_in_one_line(store: ReleaseStore, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from realsr_r1.cli import app
+
+    runner = CliRunner()
+    env = {"REALSR_RELEASE_BUCKET": store.bucket}
+    empty = runner.invoke(app, ["releases"], env=env)
+    assert empty.exit_code == 0 and f"no releases in s3://{store.bucket}/releases/" in empty.output
+    store.upload(make_bundle(tmp_path / "b"), "tiny", "v1")
+    listed = runner.invoke(app, ["releases", "tiny"], env=env)
+    assert listed.exit_code == 0 and "tiny@v1" in listed.output
+    pulled = runner.invoke(app, ["pull", "tiny@v1", "-o", str(tmp_path / "o")], env=env)
+    assert pulled.exit_code == 0 and "tiny@v1: 3 files verified" in pulled.output
+    nobucket = runner.invoke(app, ["releases"], env={"REALSR_RELEASE_BUCKET": ""})
+    assert nobucket.exit_code == 2 and "error: no release bucket" in nobucket.output
+    busy = runner.invoke(app, ["pull", "tiny", "-o", str(tmp_path / "o"), "--bucket", store.bucket])
+    assert busy.exit_code == 2 and "exists and is not empty" in busy.output

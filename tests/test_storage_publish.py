@@ -52,8 +52,14 @@ def _repo(tmp: Path, bucket: str, **publish: object) -> Path:
     (tmp / "models/sft/config.json").write_text('{"hidden_size": 8}')
     (tmp / "metrics").mkdir()
     (tmp / "metrics/evaluate.json").write_text(json.dumps({"grpo": {"psnr_y": 20.0}}))
-    section = {"name": "tiny", "bucket": bucket, "artifacts": ["models/sft", "models/grpo", "params.yaml"],
-               "metrics": ["metrics/evaluate.json"], "metric": "evaluate.grpo.psnr_y", **publish}
+    section = {
+        "name": "tiny",
+        "bucket": bucket,
+        "artifacts": ["models/sft", "models/grpo", "params.yaml"],
+        "metrics": ["metrics/evaluate.json"],
+        "metric": "evaluate.grpo.psnr_y",
+        **publish,
+    }
     (tmp / "params.yaml").write_text(yaml.safe_dump({"publish": section}))
     return tmp
 
@@ -62,13 +68,25 @@ def _publish(repo: Path, endpoint: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **s3_env(endpoint), "PYTHONPATH": str(ROOT)}
     env.pop("REALSR_PARAMS", None)
     env.pop("REALSR_RELEASE_BUCKET", None)
-    return subprocess.run([sys.executable, "-m", "stages.publish"], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "stages.publish"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
-    client = boto3.client("s3", **{"endpoint_url": s3.url, "aws_access_key_id": "t",
-                                   "aws_secret_access_key": "t", "region_name": "us-east-1"})
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.url,
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+        region_name="us-east-1",
+    )
     client.create_bucket(Bucket="rel")
     repo = _repo(tmp_path, "rel")
     first = _publish(repo, s3.url)
@@ -80,8 +98,13 @@ def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
 
     store = ReleaseStore("rel", client)
     rel = store.get("tiny")
-    assert set(rel.files) == {"models/sft/model.safetensors", "models/sft/config.json", "params.yaml",
-                              "metrics/evaluate.json", "MODEL_CARD.md"}
+    assert set(rel.files) == {
+        "models/sft/model.safetensors",
+        "models/sft/config.json",
+        "params.yaml",
+        "metrics/evaluate.json",
+        "MODEL_CARD.md",
+    }
     assert rel.metrics == {"evaluate": {"grpo": {"psnr_y": 20.0}}}
 
     # same metric: held back; better metric: v2

@@ -7,20 +7,23 @@ endpoint and credentials from the usual AWS environment (`AWS_ENDPOINT_URL` for 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from realsr_r1.cli.app import app, one_line_errors
 from realsr_r1.storage import ReleaseError, ReleaseStore, parse_ref
 
-BUCKET = typer.Option("", "--bucket", envvar="REALSR_RELEASE_BUCKET", help="S3 bucket of the releases.")
+BucketOption = Annotated[
+    str, typer.Option("--bucket", envvar="REALSR_RELEASE_BUCKET", help="S3 bucket of the releases.")
+]
 
 
 @app.command("releases")
 @one_line_errors(ReleaseError)
 def releases(
-    name: str = typer.Argument("", help="Only this release name."),
-    bucket: str = BUCKET,
+    name: Annotated[str, typer.Argument(help="Only this release name.")] = "",
+    bucket: BucketOption = "",
 ) -> None:
     """List the complete releases (those whose manifest is written), oldest version first."""
     store = ReleaseStore(bucket)
@@ -36,9 +39,9 @@ def releases(
 @app.command("pull")
 @one_line_errors(ReleaseError)
 def pull(
-    ref: str = typer.Argument(..., help="NAME or NAME@VERSION (latest when no version)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Folder to create (must be absent or empty)."),
-    bucket: str = BUCKET,
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION (latest when no version).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder to create (must be absent or empty).")],
+    bucket: BucketOption = "",
 ) -> None:
     """Download a release and verify every sha256; a mismatch deletes the download and fails."""
     name, version = parse_ref(ref)
