@@ -2,7 +2,7 @@
 
 Incremental: only new or changed files are fetched, vanished ones removed, so an unchanged
 source leaves data/raw byte-identical and every stage below it cached. `make pipeline` and the
-flows force this stage on each run so that new photos are picked up.
+`grpo/nightly` deployment force this stage so that new photos are picked up.
 """
 
 from __future__ import annotations

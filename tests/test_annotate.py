@@ -24,6 +24,7 @@ from realsr_r1.annotate.vlm import VlmBackend, VlmError
 from realsr_r1.config import Params, ParamsError, VlmParams, parse_params
 from realsr_r1.data.images import encode_png
 from realsr_r1.data.shards import ShardSample, read_samples, write_shards
+from realsr_r1.data.sources import BUNDLED_PHOTOS
 from realsr_r1.degrade.apply import apply_degradation
 from realsr_r1.degrade.describe import describe, from_text, to_text
 from realsr_r1.degrade.draw import draw_degradation
@@ -144,17 +145,7 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------------------------- sidecar
 def test_bundled_sidecar_covers_the_bundled_photos() -> None:
     entries = load_sidecar(BUNDLED)
-    assert set(entries) == {
-        "astronaut.png",
-        "chelsea.png",
-        "coffee.png",
-        "hubble_deep_field.jpg",
-        "ihc.png",
-        "motorcycle_left.png",
-        "motorcycle_right.png",
-        "retina.jpg",
-        "rocket.jpg",
-    }
+    assert set(entries) == set(BUNDLED_PHOTOS)
     for name, c in entries.items():
         assert 5 <= len(c.tags) <= 10, name
         # coarse to fine: each description is longer than the one before
