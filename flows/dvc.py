@@ -40,20 +40,23 @@ class Result:
     output: str
 
 
-def env_for_dvc() -> dict[str, str]:
-    """This interpreter's bin first on PATH, so `python -m stages.X` in dvc.yaml is the same Python."""
+def env_for_dvc(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This interpreter's bin first on PATH, so `python -m stages.X` in dvc.yaml is the same Python;
+    `extra` adds variables the stages read (e.g. the Dask scheduler of the run)."""
     bindir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), **(extra or {})}
 
 
-def run_dvc(args: list[str], cwd: Path, log: logging.Logger | logging.LoggerAdapter) -> Result:
-    """Run `dvc ARGS` in `cwd`, logging each output line as it comes."""
+def run_dvc(
+    args: list[str], cwd: Path, log: logging.Logger | logging.LoggerAdapter, env: dict[str, str] | None = None
+) -> Result:
+    """Run `dvc ARGS` in `cwd` (with `env` added to the environment), logging each output line as it comes."""
     cmd = [sys.executable, "-m", "dvc", *args]
     log.info("$ dvc %s", " ".join(args))
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
-        env=env_for_dvc(),
+        env=env_for_dvc(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

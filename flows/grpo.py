@@ -7,6 +7,9 @@ the stage's metrics (and image plots such as the evaluation's comparison sheet) 
 artifacts. Storage and network failures are retried with exponential back-off; anything else
 fails at once. Param overrides run as a DVC experiment (`dvc exp run -S`); the checkout's
 params.yaml is put back afterwards, so the committed params stay what later runs use.
+With the `dask` parameter the run brings up (or connects to) a Dask cluster through
+prefect-dask for its duration and hands the scheduler to the stages in $REALSR_DASK_ADDRESS
+(synthesis fans out over it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import task_run as current_task_run
 from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
+from prefect_dask import DaskTaskRunner
 
 from flows.dag import DagError, Stage, read_stages, select, upstream
 from flows.dvc import StageError, TransientStageError, check, run_dvc
@@ -34,6 +40,8 @@ from realsr_r1.config import ParamsError, load_params
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 MAX_INLINE_IMAGE = 2 * 1024 * 1024  # bytes; larger images are referenced by path instead
+DASK_ENV = "REALSR_DASK_ADDRESS"  # the stages' interface: the scheduler synthesis fans out over
+DASK_KEYS = {"address", "cluster_class", "cluster_kwargs", "adapt_kwargs"}
 
 
 def _transient_only(task: Task, task_run: TaskRun, state: State) -> bool:
@@ -113,11 +121,13 @@ def run_stage(
     remote: str | None,
     set_params: list[str],
     known_unchanged: bool = False,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Pull what is missing, reproduce one stage, push its outputs; report whether it ran.
 
     `known_unchanged`: the flow's `dvc status` found this stage and all its upstream stages
     up to date, so asking `dvc repro` again could only print "didn't change, skipping".
+    `env`: variables added to the stage's environment (the run's Dask scheduler).
     """
     log = get_run_logger()
     root = Path(repo)
@@ -147,7 +157,7 @@ def run_stage(
                 ]
             else:
                 args = ["repro", "--single-item", *(["--force"] if force else []), stage.name]
-            done = check(run_dvc(args, root, log), f"stage {stage.name}", transient_by_default=False)
+            done = check(run_dvc(args, root, log, env), f"stage {stage.name}", transient_by_default=False)
             executed = f"Running stage '{stage.name}'" in done.output
         if push and already_pushed(root, remote, stage.name):
             log.info("outputs of %s already pushed to this remote (unchanged since)", stage.name)
@@ -186,6 +196,48 @@ def _set_params(repo: Path, overrides: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
 
 
+def _line(err: BaseException) -> str:
+    """The first line of an error: Dask's messages may go on with hints over several lines."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+@contextmanager
+def dask_cluster(spec: dict[str, Any] | None) -> Iterator[dict[str, str]]:
+    """The stages' extra environment for the run: {} without `spec`; with it, the scheduler of a
+    Dask cluster in $REALSR_DASK_ADDRESS, up for the duration of the `with`.
+
+    prefect-dask's DaskTaskRunner does the cluster's life cycle: `{"address": "tcp://h:8786"}`
+    connects to a running scheduler; `{"cluster_class": "distributed.LocalCluster",
+    "cluster_kwargs": {...}}` (any class such as dask_jobqueue.SLURMCluster) starts a cluster
+    and closes it afterwards. The stages run as `dvc` subprocesses, not as Dask tasks, so the
+    flow keeps its own task runner and only hands them the scheduler address.
+    """
+    if not spec:
+        yield {}
+        return
+    unknown = sorted(set(spec) - DASK_KEYS)
+    if unknown:
+        raise StageError(f"dask: unknown key(s) {', '.join(unknown)} (expected: {', '.join(sorted(DASK_KEYS))})")
+    try:
+        runner = DaskTaskRunner(**spec)
+    except (ValueError, TypeError, ImportError, AttributeError) as err:  # conflicting keys, no such class
+        raise StageError(f"dask: {_line(err)}") from None
+    with runner:
+        try:
+            address = runner.client.scheduler.address
+        except OSError as err:  # refused or timed out
+            where = spec.get("address")
+            raise StageError(f"dask: cannot reach the Dask scheduler at {where!r}: {_line(err)}") from None
+        except RuntimeError as err:  # the cluster class failed to start (prefect-dask logged why)
+            raise StageError(f"dask: {spec.get('cluster_class')} did not start: {_line(err)}") from None
+        if address.startswith("inproc://"):
+            raise StageError(
+                f"dask: the scheduler {address} lives inside the flow's process, which the stages' "
+                "subprocesses cannot reach: give cluster_kwargs processes=true or protocol 'tcp'"
+            )
+        yield {DASK_ENV: address}
+
+
 def _changed_stages(root: Path, log: Any) -> set[str] | None:
     """Stages `dvc status` reports changed (None when it cannot tell: every stage asks DVC itself)."""
     done = run_dvc(["status", "--json"], root, log)
@@ -206,6 +258,7 @@ def grpo(
     retries: int = 2,
     retry_delay_s: float = 5.0,
     repo: str | None = None,
+    dask: dict[str, Any] | None = None,
 ) -> dict[str, bool]:
     """Run the DVC pipeline stage by stage.
 
@@ -215,7 +268,8 @@ def grpo(
     force: stages to re-run even if unchanged (the nightly run forces `ingest` to rescan the
     photo source); remote: a DVC remote name (default: the configured default); retries and
     retry_delay_s: back-off for storage/network failures; repo: the checkout (default:
-    $REALSR_REPO or the working directory).
+    $REALSR_REPO or the working directory); dask: a Dask cluster for the run (see
+    `dask_cluster`), whose scheduler the stages get in $REALSR_DASK_ADDRESS.
     """
     log = get_run_logger()
     root = Path(repo or os.environ.get("REALSR_REPO") or Path.cwd()).resolve()
@@ -240,14 +294,17 @@ def grpo(
     params_file = root / "params.yaml"
     committed = params_file.read_bytes() if set_params else None
     try:
-        for stage in plan:
-            unchanged = (
-                changed is not None
-                and stage.name not in changed
-                and not any(results.get(u) or u in forced for u in ups[stage.name])
-            )
-            out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged)
-            results[stage.name] = out["executed"]
+        with dask_cluster(dask) as env:
+            if env:
+                log.info("Dask scheduler for this run: %s (in $%s)", env[DASK_ENV], DASK_ENV)
+            for stage in plan:
+                unchanged = (
+                    changed is not None
+                    and stage.name not in changed
+                    and not any(results.get(u) or u in forced for u in ups[stage.name])
+                )
+                out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged, env)
+                results[stage.name] = out["executed"]
     finally:
         # `dvc exp run -S` writes the values into the checkout's params.yaml; put the file back
         # so later runs use the committed params (the experiment stays in `dvc exp show`)

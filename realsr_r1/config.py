@@ -170,6 +170,9 @@ class SynthesizeParams(Section):
     per_image: Annotated[int, Field(ge=1, le=1000)] = 4  # K degradations per GT crop
     shard_size: Annotated[int, Field(ge=1)] = 1000  # samples per tar shard
     workers: Annotated[int, Field(ge=0)] = 0  # 0: all cores
+    # a Dask scheduler (tcp://host:8786) to fan out over instead of local processes; "" falls back
+    # to $REALSR_DASK_ADDRESS, then local processes. Not a DVC param: it never changes the shards.
+    dask_address: str = ""
     degradation: DegradationParams = DegradationParams()
 
 
