@@ -147,7 +147,7 @@ def test_flow_brings_up_a_cluster_for_the_run_and_hands_its_address_to_the_stage
         "cluster_class": "distributed.LocalCluster",
         "cluster_kwargs": {
             "n_workers": 1, "processes": False, "protocol": "tcp", "host": "127.0.0.1", "scheduler_port": 0,
-            "dashboard_address": None,
+            "dashboard_address": ":0",
         },
     }
     with dask_cluster(spec) as env:
@@ -169,7 +169,7 @@ def test_flow_brings_up_a_cluster_for_the_run_and_hands_its_address_to_the_stage
         ({"adress": "tcp://h:8786"}, "dask: unknown key(s) adress"),
         ({"address": "tcp://h:8786", "cluster_class": "distributed.LocalCluster"}, "dask: Cannot specify `address`"),
         ({"cluster_class": "distributed.NoSuchCluster"}, "dask:"),
-        ({"cluster_kwargs": {"n_workers": 1, "processes": False, "dashboard_address": None}}, "dask: the scheduler inproc://"),
+        ({"cluster_kwargs": {"n_workers": 1, "processes": False, "dashboard_address": ":0"}}, "dask: the scheduler inproc://"),
     ],
 )
 def test_flow_rejects_a_bad_dask_parameter(spec: dict, message: str) -> None:
