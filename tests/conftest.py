@@ -1,4 +1,4 @@
-"""Shared fixtures: real sample photos from the scikit-image wheel, the repository root."""
+"""Shared fixtures: real sample photos from the scikit-image wheel, GT crops, the repository root."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 import skimage.data
+from PIL import Image
+
+from realsr_r1.config import PrepareParams
+from realsr_r1.data.prepare import GtCrop, PrepareReport, iter_folder, prepare_photos
 
 REPO = Path(__file__).resolve().parent.parent
 SKIMAGE_DATA = Path(skimage.data.__file__).parent
@@ -20,3 +24,17 @@ def photo_dir(tmp_path: Path) -> Path:
     for name in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"):
         shutil.copy(SKIMAGE_DATA / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory: pytest.TempPathFactory) -> list[GtCrop]:
+    """GT crops (default prepare params) of three real photos, in key order."""
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "chelsea", "coffee"):
+        Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.png")
+    return sorted(prepare_photos(iter_folder(folder, [".png"]), PrepareParams(), 0, PrepareReport()), key=lambda c: c.key)
+
+
+def tar_bytes(folder: Path) -> dict[str, bytes]:
+    """Every tar under `folder` by relative path: for byte-identity checks of shards."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.tar"))}

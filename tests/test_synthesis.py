@@ -12,25 +12,11 @@ import pytest
 import webdataset as wds
 from skimage import data
 
-from realsr_r1.config import DegradationParams, PrepareParams
-from realsr_r1.data.prepare import PrepareReport, iter_folder, prepare_photos
+from realsr_r1.config import DegradationParams
 from realsr_r1.data.shards import read_samples
 from realsr_r1.data.synthesis import degrade_sample, synthesize_split
 from realsr_r1.degrade import from_text, to_text
-
-
-def tar_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.tar"))}
-
-
-@pytest.fixture(scope="module")
-def crops(tmp_path_factory: pytest.TempPathFactory) -> list:
-    folder = tmp_path_factory.mktemp("photos")
-    for name in ("astronaut", "chelsea", "coffee"):
-        from PIL import Image
-
-        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
-    return sorted(prepare_photos(iter_folder(folder, [".png"]), PrepareParams(), 0, PrepareReport()), key=lambda c: c.key)
+from tests.conftest import tar_bytes
 
 
 def test_same_bytes_for_any_worker_count(crops: list, tmp_path: Path) -> None:

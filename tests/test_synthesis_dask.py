@@ -14,22 +14,15 @@ import dask
 import distributed
 import pytest
 import yaml
-from PIL import Image
-from skimage import data
 
 from flows.dvc import StageError, env_for_dvc
 from flows.grpo import DASK_ENV, dask_cluster
-from realsr_r1.config import DegradationParams, PrepareParams, SynthesizeParams
+from realsr_r1.config import DegradationParams, SynthesizeParams
 from realsr_r1.data import synthesis
 from realsr_r1.data.images import encode_png
-from realsr_r1.data.prepare import PrepareReport, iter_folder, prepare_photos
 from realsr_r1.data.synthesis import DaskClusterError, synthesize_split
 from stages.synthesize import dask_address
-from tests.conftest import REPO
-
-
-def tar_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.tar"))}
+from tests.conftest import REPO, tar_bytes
 
 
 def closed_port() -> int:
@@ -46,14 +39,6 @@ def cluster() -> Iterator[distributed.LocalCluster]:
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", scheduler_port=0, dashboard_address=None
     ) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def crops(tmp_path_factory: pytest.TempPathFactory) -> list:
-    folder = tmp_path_factory.mktemp("photos")
-    for name in ("astronaut", "chelsea", "coffee"):
-        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
-    return sorted(prepare_photos(iter_folder(folder, [".png"]), PrepareParams(), 0, PrepareReport()), key=lambda c: c.key)
 
 
 def test_dask_shards_are_byte_identical_to_local(
