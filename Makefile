@@ -27,6 +27,7 @@ bench: install
 	$(BIN)/python bench/synthesize.py
 	$(BIN)/python bench/rewards.py
 	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/flow.py
 
 # The DVC remote on S3, from the environment: REALSR_DVC_BUCKET (+ AWS_ENDPOINT_URL for an
 # S3-compatible store, AWS credentials as usual). Written to .dvc/config.local, made the default.
