@@ -8,15 +8,13 @@ from typing import Annotated
 
 import typer
 
-from realsr_r1.atomic import atomic_dir
 from realsr_r1.cli.app import app, one_line_errors
 from realsr_r1.config import Params, ParamsError, load_params, parse_params
 from realsr_r1.data.images import PhotoError, read_photo, write_png
-from realsr_r1.policy.settings import policy_config, sampling
-from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy, load_policy
+from realsr_r1.policy.settings import sampling, write_initial_policy
+from realsr_r1.policy.tiny import PolicyLoadError, load_policy
 from realsr_r1.policy.upscale import upscale as run_upscale
-from realsr_r1.tokenizers.image import TokenizerError, load_image_tokenizer
-from realsr_r1.tokenizers.text import load_text_tokenizer
+from realsr_r1.tokenizers.image import TokenizerError
 
 log = logging.getLogger(__name__)
 ParamsOption = Annotated[Path | None, typer.Option("--params", help="params.yaml (default: built-in defaults)")]
@@ -34,10 +32,7 @@ def init_policy(
     params: ParamsOption = None,
 ) -> None:
     """Write an untrained policy checkpoint built from params (the starting point of SFT)."""
-    cfg = _params(params)
-    policy = TinyPolicy.build(policy_config(cfg), load_text_tokenizer(tokenizer / "text"), load_image_tokenizer(tokenizer / "image"))
-    with atomic_dir(out) as tmp:
-        policy.save_pretrained(tmp)
+    policy = write_initial_policy(_params(params), tokenizer, out)
     n = sum(p.numel() for p in policy.parameters())
     typer.echo(f"wrote {out} ({n / 1e6:.2f} M parameters, vocabulary {policy.layout.vocab_size})")
 

@@ -1,10 +1,18 @@
-"""From validated params to the library's typed configs (the library's only view of params.yaml)."""
+"""From validated params to the library's typed configs, and the initial checkpoint built from them.
+
+The library's only view of params.yaml.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from realsr_r1.atomic import atomic_dir
 from realsr_r1.config import Params
 from realsr_r1.policy.interface import Sampling
-from realsr_r1.policy.tiny import TinyPolicyConfig
+from realsr_r1.policy.tiny import TinyPolicy, TinyPolicyConfig
+from realsr_r1.tokenizers.image import load_image_tokenizer
+from realsr_r1.tokenizers.text import load_text_tokenizer
 
 
 def policy_config(params: Params) -> TinyPolicyConfig:
@@ -24,3 +32,17 @@ def sampling(params: Params, use_cache: bool = True) -> Sampling:
         max_new_tokens=r.max_new_tokens,
         use_cache=use_cache,
     )
+
+
+def write_initial_policy(params: Params, tokenizer_dir: str | Path, out: str | Path) -> TinyPolicy:
+    """Build the untrained policy from params and the tokenizer stage's output; save it atomically.
+
+    The checkpoint SFT starts from; shared by `realsr init-policy` and the `init_policy` stage.
+    """
+    tokenizer_dir = Path(tokenizer_dir)
+    policy = TinyPolicy.build(
+        policy_config(params), load_text_tokenizer(tokenizer_dir / "text"), load_image_tokenizer(tokenizer_dir / "image")
+    )
+    with atomic_dir(out) as tmp:
+        policy.save_pretrained(tmp)
+    return policy
