@@ -16,13 +16,12 @@ import yaml
 from skimage import data as skdata
 
 from realsr_r1.annotate.batch import annotate_samples
-from realsr_r1.annotate.cache import content_hash
 from realsr_r1.annotate.captions import clean_text, parse_tags
 from realsr_r1.annotate.records import read_records
 from realsr_r1.annotate.sidecar import SidecarBackend, SidecarError, load_sidecar
 from realsr_r1.annotate.vlm import VlmBackend, VlmError
 from realsr_r1.config import Params, ParamsError, VlmParams, parse_params
-from realsr_r1.data.images import encode_png
+from realsr_r1.data.images import encode_png, pixel_hash
 from realsr_r1.data.shards import ShardSample, read_samples, write_shards
 from realsr_r1.data.sources import BUNDLED_PHOTOS
 from realsr_r1.degrade.apply import apply_degradation
@@ -228,7 +227,7 @@ def test_vlm_backend_end_to_end_with_cache(tiny_vlm: Path, tmp_path: Path) -> No
         assert by_key["astronaut-000"].final_understand == by_key["astronaut-001"].final_understand
     entries = list((tmp_path / "cache").rglob("*.json"))
     assert len(entries) == len({r.source for r in first.records})
-    assert entries[0].stem == content_hash(samples[0].hr) or entries[-1].stem == content_hash(samples[0].hr)
+    assert entries[0].stem == pixel_hash(samples[0].hr) or entries[-1].stem == pixel_hash(samples[0].hr)
 
     # a re-run (fresh backend, same model) reads everything from the cache and gives the same records
     again = annotate_samples(samples, VlmBackend(cfg), chunk_size=4)
@@ -269,7 +268,7 @@ def test_vlm_generation_errors_are_failures_not_crashes(
     assert result.counts["failed"] >= 1
     assert any("out of memory" in f["error"] for f in result.failures)
     assert not list(
-        (tmp_path / "cache").rglob(f"{content_hash(samples[1].hr)}.json")
+        (tmp_path / "cache").rglob(f"{pixel_hash(samples[1].hr)}.json")
     )  # failures are not cached
 
 

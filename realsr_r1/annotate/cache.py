@@ -7,12 +7,10 @@ a different model or prompt never reads stale entries. Entries are written atomi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
-import numpy as np
 
 from realsr_r1.annotate.captions import Captions
 from realsr_r1.atomic import write_json
@@ -20,15 +18,8 @@ from realsr_r1.atomic import write_json
 log = logging.getLogger(__name__)
 
 
-def content_hash(image: np.ndarray) -> str:
-    """sha256 of an image's shape, dtype and pixels (equal pixels, equal hash)."""
-    h = hashlib.sha256(f"{image.shape}|{image.dtype}|".encode())
-    h.update(np.ascontiguousarray(image).tobytes())
-    return h.hexdigest()
-
-
 class CaptionCache:
-    """Captions stored per content hash under one fingerprint directory."""
+    """Captions stored per pixel hash (`data.images.pixel_hash`) under one fingerprint directory."""
 
     def __init__(self, root: str | Path, fingerprint: str) -> None:
         self.dir = Path(root) / fingerprint

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from realsr_r1.annotate.cache import CaptionCache, content_hash
+from realsr_r1.annotate.cache import CaptionCache
+from realsr_r1.data.images import pixel_hash
 from realsr_r1.annotate.captions import Captions, Outcome, clean_text, parse_tags
 from realsr_r1.config import VlmParams
 from realsr_r1.data.shards import ShardSample
@@ -162,7 +163,7 @@ class VlmBackend:
     def caption(self, samples: Sequence[ShardSample]) -> list[Outcome]:
         """Per sample: its GT's captions from the cache or the model. Equal GTs are captioned once."""
         gts = [GtImages(s.hr, s.hr_2, s.hr_4) for s in samples]
-        digests = [content_hash(g.hr) for g in gts]
+        digests = [pixel_hash(g.hr) for g in gts]
         known: dict[str, Captions] = {}
         for d in dict.fromkeys(digests):
             hit = self.cache.get(d)

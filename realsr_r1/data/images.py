@@ -6,6 +6,7 @@ checked on the header before any pixel is decoded, so a decompression bomb costs
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -74,6 +75,11 @@ def read_photo(path: str | Path, max_pixels: int = 100_000_000, min_size: int = 
         return decode_photo(path.read_bytes(), path.name, max_pixels, min_size)
     except PhotoError as err:
         raise PhotoError(f"{path}: {err}") from None
+
+
+def pixel_hash(rgb: np.ndarray) -> str:
+    """sha256 of the decoded pixels and shape: equal images hash equal whatever their encoding."""
+    return hashlib.sha256(np.ascontiguousarray(rgb).tobytes() + str(rgb.shape).encode()).hexdigest()
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -6,7 +6,6 @@ crops on any machine, and a new photo never moves an old one to the other split.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ import cv2
 import numpy as np
 
 from realsr_r1.config import PrepareParams
-from realsr_r1.data.images import PhotoError, decode_photo
+from realsr_r1.data.images import PhotoError, decode_photo, pixel_hash
 from realsr_r1.degrade import ops
 
 
@@ -39,11 +38,6 @@ class PrepareReport:
 
     def as_dict(self) -> dict:
         return {"accepted": self.accepted, "rejected": self.rejected, "crops": self.splits}
-
-
-def pixel_hash(rgb: np.ndarray) -> str:
-    """sha256 of the decoded pixels and shape: equal images hash equal whatever their encoding."""
-    return hashlib.sha256(np.ascontiguousarray(rgb).tobytes() + str(rgb.shape).encode()).hexdigest()
 
 
 def split_of(digest: str, val_fraction: float) -> str:
