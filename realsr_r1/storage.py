@@ -13,8 +13,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +20,8 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+
+from realsr_r1.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -260,9 +260,7 @@ class ReleaseStore:
         dest = Path(dest)
         if dest.exists() and any(dest.iterdir()):
             raise ReleaseError(f"{dest}: exists and is not empty")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
-        try:
+        with atomic_dir(dest) as tmp:  # a mismatch or a failed download leaves nothing behind
             for relpath, meta in sorted(rel.files.items()):
                 target = (tmp / relpath).resolve()
                 if not target.is_relative_to(tmp.resolve()):
@@ -292,11 +290,5 @@ class ReleaseStore:
                 )
                 + "\n"
             )
-            if dest.exists():
-                dest.rmdir()
-            tmp.rename(dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         log.info("pulled %s into %s: %d files verified", rel.ref, dest, len(rel.files))
         return rel
