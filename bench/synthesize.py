@@ -34,12 +34,13 @@ from bench.reference import load_basicsr
 
 
 def gt_crops(n: int, size: int = 256) -> list[np.ndarray]:
-    """`n` GT crops of real photos, cycling over photos and positions."""
+    """`n` GT crops of the bundled photos at least `size` px, cycling over photos and positions."""
     from realsr_r1.data.images import read_photo
     from realsr_r1.data.sources import list_source
 
     rng = np.random.default_rng(0)
     images = [read_photo(f.location) for f in list_source("bundled", [".png", ".jpg"]) if f.name != "annotations.json"]
+    images = [img for img in images if min(img.shape[:2]) >= size]
     crops = []
     for i in range(n):
         img = images[i % len(images)]
