@@ -59,7 +59,7 @@ def reference_kernel(spec: dict[str, Any], pad_to: int) -> np.ndarray:
     return np.pad(k, ((pad, pad), (pad, pad)))
 
 
-def _tensor(img: np.ndarray):  # noqa: ANN202
+def _tensor(img: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
@@ -133,7 +133,7 @@ def reference_degradation(gt: np.ndarray, draw: dict[str, Any]) -> tuple[np.ndar
 
 
 @functools.cache
-def _jpeger():  # noqa: ANN202
+def _jpeger():
     return load_basicsr().DiffJPEG(differentiable=False)
 
 

@@ -31,7 +31,7 @@ P = DegradationParams()
 
 
 @pytest.fixture(scope="module")
-def ref():  # noqa: ANN201
+def ref():
     import torch
 
     torch.set_num_threads(1)
@@ -51,7 +51,7 @@ def large_crops() -> list[np.ndarray]:
     return out
 
 
-def test_mixed_kernels_equal_basicsr(ref) -> None:  # noqa: ANN001
+def test_mixed_kernels_equal_basicsr(ref) -> None:
     """random_mixed_kernels, replayed: its own draws rebuilt by `build_kernel`, within 1e-6."""
     kinds, probs = list(P.stage1.blur.kernel_probs), list(P.stage1.blur.kernel_probs.values())
     sigma, betag, betap = P.stage1.blur.sigma, P.stage1.blur.generalized_beta, P.stage1.blur.plateau_beta
@@ -78,7 +78,7 @@ def test_mixed_kernels_equal_basicsr(ref) -> None:  # noqa: ANN001
     assert seen == set(kinds)
 
 
-def test_drawn_kernels_and_sinc_equal_basicsr(ref) -> None:  # noqa: ANN001
+def test_drawn_kernels_and_sinc_equal_basicsr(ref) -> None:
     """Our own draws (blur, stage-1 sinc, final sinc) through BasicSR's kernel functions, within 1e-6."""
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -91,7 +91,7 @@ def test_drawn_kernels_and_sinc_equal_basicsr(ref) -> None:  # noqa: ANN001
                                    ref.degradations.circular_lowpass_kernel(sinc["sinc_cutoff"], sinc["kernel_size"]), atol=1e-9)
 
 
-def test_usm_equals_basicsr(ref, large_crops: list[np.ndarray]) -> None:  # noqa: ANN001
+def test_usm_equals_basicsr(ref, large_crops: list[np.ndarray]) -> None:
     """ops.usm_sharpen vs BasicSR's usm_sharp (OpenCV) and USMSharp (torch, the training path)."""
     import torch
 
@@ -119,7 +119,7 @@ def _noise_inputs(crops: list[GtCrop], large: list[np.ndarray]) -> list[np.ndarr
 
 @pytest.mark.parametrize("kind", ["gaussian", "poisson"])
 @pytest.mark.parametrize("gray", [False, True], ids=["color", "gray"])
-def test_noise_std_matches_basicsr(ref, crops: list[GtCrop], large_crops: list[np.ndarray], kind: str, gray: bool) -> None:  # noqa: ANN001
+def test_noise_std_matches_basicsr(ref, crops: list[GtCrop], large_crops: list[np.ndarray], kind: str, gray: bool) -> None:
     """Per-channel noise std, summed over many (input, parameter) draws: within 5 % of BasicSR's."""
     rng = np.random.default_rng(11)
     ours_std = np.zeros(3)
@@ -144,7 +144,7 @@ def test_noise_std_matches_basicsr(ref, crops: list[GtCrop], large_crops: list[n
 
 
 @pytest.fixture(scope="module")
-def chain_stds(ref, crops: list[GtCrop]) -> dict[str, list[float]]:  # noqa: ANN001
+def chain_stds(ref, crops: list[GtCrop]) -> dict[str, list[float]]:
     """The full second-order chain, this project's and BasicSR's, on the same 64 px crops and draws."""
     rng = np.random.default_rng(2024)
     pairs = [(c.image, draw_degradation(rng, P, c.image.shape[:2], 4)) for c in crops for _ in range(6)]
