@@ -12,7 +12,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed
+# BasicSR 1.4.2, the Real-ESRGAN reference, for the tests and benchmarks that compare with it:
+# outside the project environment (the library never imports it), installed once, never at run time.
+BASICSR := .basicsr
+$(BASICSR)/.installed: | $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --target $(BASICSR) basicsr==1.4.2
+	touch $@
+
+install: $(BIN)/.installed $(BASICSR)/.installed
 
 # The whole DAG on the embedded default; the source is re-scanned so new photos are picked up,
 # and unchanged inputs leave every downstream stage cached.
@@ -24,7 +31,8 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python bench/synthesize.py
+	$(BIN)/python -m bench.synthesize
+	$(BIN)/python -m bench.degrade_reference
 	$(BIN)/python bench/rewards.py
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/flow.py

@@ -6,9 +6,8 @@ then batched filter2D / resize / noise / DiffJPEG / USMSharp in torch (RealESRGA
 batch 12. Ours: per-sample OpenCV/NumPy on a process pool. Then end-to-end `realsr synthesize`
 (decode, degrade, three GT scales, PNG encode, tar) with 1 and 2 workers.
 
-BasicSR is installed into a benchmark-only folder, never into the project environment:
-    pip install --no-deps --no-build-isolation --target bench/.basicsr basicsr==1.4.2
-Run: python bench/synthesize.py [--pairs 240] [--batches 4]
+BasicSR lives in `.basicsr/` (put there by `make install`; see bench/reference.py), never in the
+project environment. Run: python -m bench.synthesize [--pairs 240] [--batches 4]
 """
 
 from __future__ import annotations
@@ -30,17 +29,18 @@ from realsr_r1.config import DegradationParams
 from realsr_r1.data.synthesis import degrade_sample, sample_rng
 from realsr_r1.degrade import ops
 
-BENCH = Path(__file__).resolve().parent
-BASICSR_DIR = BENCH / ".basicsr"
+from bench.reference import load_basicsr
+
 
 
 def gt_crops(n: int, size: int = 256) -> list[np.ndarray]:
-    """`n` GT crops of real photos, cycling over photos and positions."""
+    """`n` GT crops of the bundled photos at least `size` px, cycling over photos and positions."""
     from realsr_r1.data.images import read_photo
     from realsr_r1.data.sources import list_source
 
     rng = np.random.default_rng(0)
     images = [read_photo(f.location) for f in list_source("bundled", [".png", ".jpg"]) if f.name != "annotations.json"]
+    images = [img for img in images if min(img.shape[:2]) >= size]
     crops = []
     for i in range(n):
         img = images[i % len(images)]
@@ -69,25 +69,6 @@ def bench_ours(crops: list[np.ndarray], workers: int) -> float:
 
 
 # ------------------------------------------------------------------------------- reference
-def load_basicsr():  # noqa: ANN201
-    """Import BasicSR 1.4.2 from the benchmark folder, with the shim current torchvision needs."""
-    if not BASICSR_DIR.exists():
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
-             str(BASICSR_DIR), "basicsr==1.4.2"],
-            check=True,
-        )
-    import torchvision.transforms.functional as tvf
-
-    sys.modules.setdefault("torchvision.transforms.functional_tensor", tvf)  # removed in torchvision 0.17
-    sys.path.insert(0, str(BASICSR_DIR))
-    from basicsr.data import degradations
-    from basicsr.utils import DiffJPEG, USMSharp
-    from basicsr.utils.img_process_util import filter2D
-
-    return degradations, DiffJPEG, USMSharp, filter2D
-
-
 def reference_kernels(deg, rng_py: random.Random) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: ANN001
     """RealESRGANDataset.__getitem__'s kernel draws (RealESRNet x4plus options)."""
     kernel_range = [2 * v + 1 for v in range(3, 11)]
@@ -118,8 +99,9 @@ def bench_reference(crops: list[np.ndarray], batches: int, batch: int = 12) -> f
     import torch
     import torch.nn.functional as F
 
-    deg, DiffJPEG, USMSharp, filter2D = load_basicsr()
-    jpeger, usm = DiffJPEG(differentiable=False), USMSharp()
+    ref = load_basicsr()
+    deg, filter2D = ref.degradations, ref.filter2D
+    jpeger, usm = ref.DiffJPEG(differentiable=False), ref.USMSharp()
     rng_py = random.Random(0)
     np.random.seed(0)
     torch.manual_seed(0)

@@ -102,7 +102,7 @@ def test_poisson_noise_is_signal_dependent() -> None:
     noise = ops.poisson_noise(ramp, 2.0, gray=False, rng=rng) - ramp
     dark, bright = noise[:, :64].std(), noise[:, -64:].std()
     assert bright > dark > 0
-    assert abs(noise.mean()) < 2e-3
+    assert abs(noise.mean()) < 3e-3  # zero-mean up to the clipping at 1 on the bright end
 
 
 def test_jpeg_quality_controls_the_error(photo: np.ndarray) -> None:

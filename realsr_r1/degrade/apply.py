@@ -21,11 +21,13 @@ def _stage(img: np.ndarray, stage: dict[str, Any], pad: int, rng: np.random.Gene
     img = ops.resize(img, tuple(stage["resize"]["size"]), stage["resize"]["interpolation"])
     noise = stage["noise"]
     clean = np.clip(img, 0.0, 1.0)
+    # noise goes onto the unclipped resize output (bicubic overshoots), then clips: as BasicSR
     if noise["type"] == "gaussian":
-        img = ops.gaussian_noise(clean, noise["sigma"], noise["gray"], rng)
+        noisy = ops.gaussian_noise(img, noise["sigma"], noise["gray"], rng)
     else:
-        img = ops.poisson_noise(clean, noise["scale"], noise["gray"], rng)
-    noise_std = float(np.std(img - clean) * 255.0)
+        noisy = ops.poisson_noise(img, noise["scale"], noise["gray"], rng)
+    noise_std = float(np.std(noisy - clean) * 255.0)
+    img = noisy
     return ops.jpeg(img, stage["jpeg"]["quality"]), noise_std
 
 

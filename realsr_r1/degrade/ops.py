@@ -36,19 +36,23 @@ def resize(img: np.ndarray, size_hw: tuple[int, int], interpolation: str) -> np.
 
 
 def gaussian_noise(img: np.ndarray, sigma: float, gray: bool, rng: np.random.Generator) -> np.ndarray:
-    """Add N(0, sigma/255) noise, the same for all channels when `gray`; clipped to [0, 1]."""
+    """Add N(0, sigma/255) noise, the same for all channels when `gray`; clipped to [0, 1] (as BasicSR)."""
     shape = img.shape[:2] + ((1,) if gray else (img.shape[2],))
     noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma / 255.0)
     return np.clip(img + noise, 0.0, 1.0)
 
 
 def poisson_noise(img: np.ndarray, scale: float, gray: bool, rng: np.random.Generator) -> np.ndarray:
-    """Add Poisson (shot) noise times `scale`, as BasicSR: the photon count follows the image's levels."""
+    """Add Poisson (shot) noise times `scale`, clipped to [0, 1], as BasicSR's add_poisson_noise_pt.
+
+    The image (or its luma when `gray`) is first rounded to 8 bits, so the photon count
+    2^ceil(log2(levels)) follows its 8-bit grey levels, not the float values a blur creates.
+    """
     base = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None] if gray else img
-    levels = len(np.unique(base))
-    vals = float(2 ** np.ceil(np.log2(max(levels, 2))))
-    noisy = rng.poisson(np.clip(base, 0.0, None).astype(np.float64) * vals) / vals
-    noise = (noisy - base).astype(np.float32) * np.float32(scale)
+    levels = np.clip(np.rint(base * 255.0), 0, 255).astype(np.uint8)
+    vals = float(2 ** np.ceil(np.log2(np.count_nonzero(np.bincount(levels.ravel(), minlength=256)))))
+    base = to_float(levels)
+    noise = (rng.poisson(base * vals) / vals - base).astype(np.float32) * np.float32(scale)
     return np.clip(img + noise, 0.0, 1.0)
 
 
@@ -71,8 +75,11 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def usm_sharpen(img: np.ndarray, radius: int = 50, weight: float = 0.5, threshold: int = 10) -> np.ndarray:
-    """Unsharp masking with a soft threshold mask, as Real-ESRGAN sharpens its GT."""
-    ksize = 2 * radius + 1
+    """Unsharp masking with a soft threshold mask, as Real-ESRGAN sharpens its GT (BasicSR's usm_sharp).
+
+    The Gaussian's side is `radius` itself (+1 when even: 51 for 50) with OpenCV's default sigma.
+    """
+    ksize = radius + 1 if radius % 2 == 0 else radius
     blur = cv2.GaussianBlur(img, (ksize, ksize), 0)
     residual = img - blur
     mask = (np.abs(residual) * 255 > threshold).astype(np.float32)
