@@ -42,6 +42,7 @@ class DataParams(Section):
     # `bundled` (real photos shipped in the scikit-image wheel), a local folder, or s3://bucket/prefix
     source: str = "bundled"
     extensions: list[str] = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"]
+    download_workers: Annotated[int, Field(ge=1, le=256)] = 8  # parallel downloads of one sync
 
 
 class PrepareParams(Section):
