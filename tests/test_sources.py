@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
-
-import json
 
 import numpy as np
 import pytest
@@ -93,7 +92,7 @@ def test_s3_source_syncs_incrementally(photo_dir: Path, tmp_path: Path, monkeypa
 
 
 @pytest.fixture
-def moto_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def moto_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A boto3 client on a real moto server; the AWS_* variables point the library at it."""
     import boto3
 
@@ -109,7 +108,7 @@ def moto_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
 
 
 def test_s3_keys_that_escape_the_folder_are_refused(
-    moto_s3, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    moto_s3, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from realsr_r1.config import Params
     from stages import ingest
@@ -140,7 +139,7 @@ def test_s3_keys_that_escape_the_folder_are_refused(
     }
 
 
-def test_fresh_checkout_with_restored_raw_downloads_nothing(moto_s3, photo_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_fresh_checkout_with_restored_raw_downloads_nothing(moto_s3, photo_dir: Path, tmp_path: Path) -> None:
     from boto3.s3.transfer import TransferConfig
 
     moto_s3.create_bucket(Bucket="photos")

@@ -84,7 +84,7 @@ def _bundled_files() -> Iterator[SourceFile]:
         yield SourceFile(SIDECAR, st.st_size, f"{st.st_size}-{st.st_mtime_ns}", str(BUNDLED_SIDECAR))
 
 
-def s3_client():  # noqa: ANN201 (boto3 client type is dynamic)
+def s3_client():
     """A boto3 S3 client; honours AWS_ENDPOINT_URL and the usual AWS_* variables."""
     import boto3
 
