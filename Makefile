@@ -21,10 +21,9 @@ $(BASICSR)/.installed: | $(BIN)/.installed
 
 install: $(BIN)/.installed $(BASICSR)/.installed
 
-# The whole DAG on the embedded default; the source is re-scanned so new photos are picked up,
-# and unchanged inputs leave every downstream stage cached.
+# The whole DAG on the embedded default; `ingest` always re-scans the source so new photos are
+# picked up, and unchanged inputs leave every downstream stage cached.
 pipeline: install
-	dvc repro --force --single-item ingest
 	dvc repro
 
 test: install

@@ -1,16 +1,18 @@
 """Atomic outputs: write to a temporary sibling, then rename over the target.
 
-A killed process leaves at worst a `.tmp-*` sibling, never a half-written output that a later
-run could take for finished; the previous output stays intact until the rename.
+A killed process leaves at worst a `.tmp-*` (or `.old-*`) sibling, never a half-written output
+that a later run could take for finished; the previous output stays intact until the rename.
+`sweep_stale` removes such leftovers; every stage calls it on its outputs when it starts.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,3 +69,27 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any) -> None:
     """Pretty, key-sorted JSON (stable bytes for DVC), written atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def stale_temporaries(target: str | Path) -> list[Path]:
+    """The temporary siblings `atomic_dir`/`write_bytes` make for `target` (and, inside a target
+    directory, for its files), which only a killed writer leaves behind."""
+    target = Path(target)
+    name = glob.escape(target.name)
+    found = [*target.parent.glob(f".{name}.tmp-*"), *target.parent.glob(f".{name}.old-*")]
+    if target.is_dir():
+        found += [p for p in target.rglob(".*.tmp-*") if p.name.startswith(".")]
+    return sorted(found)
+
+
+def sweep_stale(targets: Iterable[str | Path]) -> list[Path]:
+    """Remove the stale temporaries of `targets`; call it only while no other writer of them runs."""
+    removed = []
+    for target in targets:
+        for path in stale_temporaries(target):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

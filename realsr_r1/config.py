@@ -42,6 +42,7 @@ class DataParams(Section):
     # `bundled` (real photos shipped in the scikit-image wheel), a local folder, or s3://bucket/prefix
     source: str = "bundled"
     extensions: list[str] = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"]
+    download_workers: Annotated[int, Field(ge=1, le=256)] = 8  # parallel downloads of one sync
 
 
 class PrepareParams(Section):
@@ -54,6 +55,7 @@ class PrepareParams(Section):
     min_size: Annotated[int, Field(ge=1)] = 32  # photos smaller than this (either side) are rejected
     max_pixels: Annotated[int, Field(ge=1)] = 100_000_000  # decompression-bomb guard
     usm_sharpen: bool = True  # sharpen GT as Real-ESRGAN does (radius 50, weight 0.5, threshold 10)
+    workers: Annotated[int, Field(ge=0)] = 0  # processes; 0: all cores. The crops are identical for any number
 
     @model_validator(mode="after")
     def _short_side_fits(self) -> PrepareParams:

@@ -14,6 +14,7 @@ from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
 from realsr_r1.data.images import encode_png
 from realsr_r1.data.prepare import PrepareReport, iter_folder, prepare_photos
+from realsr_r1.data.synthesis import resolve_workers
 from stages.common import UsageError, run_stage
 
 RAW = Path("data/raw")
@@ -26,7 +27,8 @@ def main(params: Params) -> None:
     photos = iter_folder(RAW, params.data.extensions)
     with atomic_dir(OUT) as tmp:
         records = []
-        for crop in prepare_photos(photos, params.prepare, params.seed, report):
+        workers = resolve_workers(params.prepare.workers)
+        for crop in prepare_photos(photos, params.prepare, params.seed, report, workers):
             (tmp / crop.split).mkdir(exist_ok=True)
             (tmp / crop.split / f"{crop.key}.png").write_bytes(encode_png(crop.image))
             records.append({"key": crop.key, "split": crop.split, **crop.meta})

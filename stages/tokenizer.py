@@ -1,5 +1,8 @@
 """Stage `tokenizer`: fit the image tokenizer on the train shards, train the text BPE.
 
+Both splits are streamed in batches (k-means keeps only its subsample of patches), so memory
+does not grow with the number of samples.
+
 Reads data/shards/{train,val} (and data/annotations/*.jsonl where the annotate stage has
 written them); writes models/tokenizer/{image,text}/ and metrics/tokenizer.json with the val
 reconstruction PSNR/SSIM per chain scale, the bicubic baseline and the code usage.
@@ -9,17 +12,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from tqdm import tqdm
 
 from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
-from realsr_r1.data.shards import read_samples
+from realsr_r1.data.shards import read_records, read_samples
 from realsr_r1.tokenizers.corpus import text_corpus
 from realsr_r1.tokenizers.fit import (
+    ChainImages,
+    chain_batches,
     evaluate_reconstruction,
-    fit_image_tokenizer,
+    fit_image_tokenizer_stream,
     image_tokenizer_config,
-    stack_samples,
 )
 from realsr_r1.tokenizers.image import save_image_tokenizer
 from realsr_r1.tokenizers.text import train_text_tokenizer
@@ -29,27 +36,31 @@ SHARDS = Path("data/shards")
 ANNOTATIONS = Path("data/annotations")
 OUT = Path("models/tokenizer")
 METRICS = Path("metrics/tokenizer.json")
+BATCH = 256  # samples decoded at a time: the split is streamed, never held whole
 log = logging.getLogger("stages.tokenizer")
 
 
 def main(params: Params) -> None:
-    train_samples, val_samples = list(read_samples(SHARDS / "train")), list(read_samples(SHARDS / "val"))
-    if not train_samples or not val_samples:
+    counts = {split: sum(1 for _ in read_records(SHARDS / split)) for split in ("train", "val")}
+    if not counts["train"] or not counts["val"]:
         raise UsageError(f"{SHARDS}: need train and val shards (run the synthesize stage first)")
-    train, val = stack_samples(train_samples), stack_samples(val_samples)
     config = image_tokenizer_config(params)
 
+    def chains(split: str) -> Iterator[ChainImages]:
+        return chain_batches(tqdm(read_samples(SHARDS / split), desc=f"tokenizer {split}", total=counts[split],
+                                  unit="sample", mininterval=1), BATCH)
+
     start = time.perf_counter()
-    image_tokenizer = fit_image_tokenizer(config, train)
+    image_tokenizer = fit_image_tokenizer_stream(config, lambda: chains("train"), counts["train"])
     fit_seconds = time.perf_counter() - start
     log.info("image tokenizer fitted in %.1f s", fit_seconds)  # logged, not a metric: metrics stay reproducible
-    metrics = evaluate_reconstruction(image_tokenizer, val)
+    metrics = evaluate_reconstruction(image_tokenizer, chains("val"))
     log.info("val final: %.2f dB (bicubic %.2f dB)", metrics["final"]["psnr"], metrics["final"]["bicubic_psnr"])
 
     annotation_files = sorted(ANNOTATIONS.glob("*.jsonl"))
     if not annotation_files:
         log.warning("%s: no annotations yet; the BPE learns the prompt and degradation texts only", ANNOTATIONS)
-    corpus = text_corpus(annotation_files, (s.degradation["text"] for s in train_samples))
+    corpus = text_corpus(annotation_files, (r["text"] for r in read_records(SHARDS / "train")))
     t = params.tokenizer.text
     text_tokenizer = train_text_tokenizer(corpus, t.vocab_size, t.min_frequency, t.max_grid)
 
@@ -60,8 +71,8 @@ def main(params: Params) -> None:
         METRICS,
         {
             "image": metrics,
-            "train_samples": len(train),
-            "val_samples": len(val),
+            "train_samples": counts["train"],
+            "val_samples": counts["val"],
             "text_vocab": len(text_tokenizer),
         },
     )

@@ -125,3 +125,18 @@ def test_prepare_is_deterministic_and_split_is_per_photo(photo_dir: Path) -> Non
     for c in runs[0]:
         by_photo.setdefault(c.meta["source"], set()).add(c.split)
     assert all(len(splits) == 1 for splits in by_photo.values())
+
+
+def test_prepare_on_a_process_pool_equals_serial(astronaut: np.ndarray) -> None:
+    photos = {**bad_inputs(astronaut), **good_inputs(astronaut)}
+    photos["copy_of_gray.png"] = photos["gray.png"]
+    photos["zz_copy_of_png.png"] = photos["copy_of_gray.png"]
+    p = PrepareParams(max_pixels=50_000_000, crops_per_image=3)
+    runs = []
+    for workers in (1, 2):
+        report = PrepareReport()
+        runs.append((list(prepare_photos(sorted(photos.items()), p, 5, report, workers=workers)), report.as_dict()))
+    (serial, serial_report), (pooled, pooled_report) = runs
+    assert pooled_report == serial_report and len(serial_report["rejected"]) == 7
+    assert [(c.key, c.split, c.meta) for c in pooled] == [(c.key, c.split, c.meta) for c in serial]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(serial, pooled, strict=True))

@@ -141,3 +141,40 @@ def test_tokenizer_stage_writes_models_and_metrics(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     bad = subprocess.run([sys.executable, "-m", "stages.tokenizer"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "tokenizer.image.colour" in bad.stderr
+
+
+def test_streamed_fit_and_evaluation_equal_the_whole_split_in_memory(tmp_path: Path) -> None:
+    import numpy as np
+
+    from realsr_r1.data.shards import read_records, read_samples
+    from realsr_r1.tokenizers.fit import (
+        SCALES,
+        chain_batches,
+        fit_image_tokenizer_stream,
+        stack_samples,
+    )
+    from realsr_r1.tokenizers.image import KMeansConfig, make_target, patchify
+    from realsr_r1.tokenizers.kmeans import select_patches
+
+    split = write_split(tmp_path / "train", n=30, seed=3)
+    count = sum(1 for _ in read_records(split))
+    assert count == 30 and [r["text"] for r in read_records(split)] == [s.degradation["text"] for s in read_samples(split)]
+    cfg = ImageTokenizerConfig(codebook_size=32, seed=4, kmeans=KMeansConfig(max_iter=3, max_patches=900))
+    whole = stack_samples(read_samples(split))
+    targets = [make_target(whole.images[s], whole.lr, cfg.residual) for s in SCALES]
+
+    # the subsample, computed the direct way: every patch concatenated, then the seeded choice
+    every = torch.cat([patchify(t, 8).reshape(-1, 192) for t in targets]).numpy()
+    expected = every[np.random.default_rng(cfg.seed).choice(len(every), 900, replace=False)]
+    counts = [len(t) * (t.shape[-2] // 8) * (t.shape[-1] // 8) for t in targets]
+    batches = ([make_target(c.images[s], c.lr, cfg.residual) for s in SCALES] for c in chain_batches(read_samples(split), 7))
+    assert np.array_equal(select_patches(cfg, counts, batches), expected)
+
+    in_memory = fit_image_tokenizer(cfg, whole)
+    streamed = fit_image_tokenizer_stream(cfg, lambda: chain_batches(read_samples(split), 7), count)
+    assert torch.equal(streamed.codebook, in_memory.codebook)
+    by_batch = evaluate_reconstruction(streamed, chain_batches(read_samples(split), 4))
+    at_once = evaluate_reconstruction(in_memory, whole)
+    assert by_batch.keys() == at_once.keys()
+    for key, values in at_once.items():
+        assert by_batch[key] == pytest.approx(values, rel=1e-9), key

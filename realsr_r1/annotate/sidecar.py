@@ -22,6 +22,21 @@ from realsr_r1.data.shards import ShardSample
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
+FIELDS = ("rough_understand", "middle_understand", "final_understand")
+WAYS_ON = (
+    "Either put an annotations.json at the root of data.source: an object keyed by photo file name, "
+    "each {rough_understand, middle_understand, final_understand: non-empty text, tags: [words]} "
+    "(schema in docs/rewards.md; `realsr annotate-template SOURCE` writes one with every photo's name "
+    "to fill in), or caption with a local vision-language model: annotate.backend: vlm and "
+    "annotate.vlm.model: a folder that transformers' from_pretrained loads."
+)
+
+
+def sidecar_template(names: Sequence[str]) -> dict[str, dict]:
+    """A sidecar skeleton for `names`: each photo with empty captions and tags, for a person to fill."""
+    return {name: {**dict.fromkeys(FIELDS, ""), "tags": []} for name in sorted(names)}
+
+
 class SidecarError(ValueError):
     """A sidecar file that cannot be used; the message names the file and the key."""
 
@@ -49,7 +64,7 @@ def load_sidecar(path: str | Path) -> dict[str, Captions]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SidecarError(f"{path}: sidecar file not found") from None
+        raise SidecarError(f"{path}: sidecar file not found. {WAYS_ON}") from None
     except json.JSONDecodeError as err:
         raise SidecarError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
     if not isinstance(raw, dict):

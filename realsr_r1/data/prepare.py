@@ -6,12 +6,16 @@ crops on any machine, and a new photo never moves an old one to the other split.
 
 from __future__ import annotations
 
+import multiprocessing as mp
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from realsr_r1.config import PrepareParams
 from realsr_r1.data.images import PhotoError, decode_photo, pixel_hash
@@ -78,36 +82,81 @@ def cut_crops(rgb: np.ndarray, p: PrepareParams, seed: int) -> list[tuple[np.nda
     return crops
 
 
-def prepare_photos(
-    photos: Iterable[tuple[str, bytes]], p: PrepareParams, seed: int, report: PrepareReport
-) -> Iterator[GtCrop]:
-    """Validate and crop `(name, bytes)` photos one at a time, yielding their GT crops.
+@dataclass(frozen=True)
+class PhotoResult:
+    """One photo's outcome: its pixel hash (None if it did not decode), a rejection, or its crops."""
 
-    Streams, so memory stays flat for any number of photos. A photo is rejected (its reason
-    is appended to `report.rejected`) when it does not decode, is smaller than `min_size` or than the
-    GT crop, exceeds `max_pixels`, or duplicates an earlier photo. The split of a photo is a
-    function of its pixels alone, so adding photos never moves an old one across splits.
+    name: str
+    digest: str | None
+    error: str | None
+    crops: list[tuple[np.ndarray, dict]]
+
+
+def prepare_photo(name: str, data: bytes, p: PrepareParams, seed: int) -> PhotoResult:
+    """Decode, validate, resize, sharpen and crop one photo (everything but the duplicate check)."""
+    try:
+        rgb = decode_photo(data, name, p.max_pixels, p.min_size)
+    except PhotoError as err:
+        return PhotoResult(name, None, str(err), [])
+    digest = pixel_hash(rgb)
+    rgb = resize_short_side(rgb, p.short_side)
+    if min(rgb.shape[:2]) < p.gt_size:
+        return PhotoResult(name, digest, f"{rgb.shape[1]}x{rgb.shape[0]} is smaller than gt_size={p.gt_size}", [])
+    if p.usm_sharpen:
+        rgb = sharpen(rgb)
+    photo_seed = (seed * 1_000_003 + int(digest[:12], 16)) % 2**32
+    return PhotoResult(name, digest, None, cut_crops(rgb, p, photo_seed))
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _results(photos: Iterable[tuple[str, bytes]], p: PrepareParams, seed: int, workers: int) -> Iterator[PhotoResult]:
+    """`prepare_photo` of each photo in order, on `workers` processes with a bounded window of
+    photos in flight (so memory stays flat however many photos the folder holds)."""
+    if workers <= 1:
+        _init_worker()
+        for name, data in photos:
+            yield prepare_photo(name, data, p, seed)
+        return
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+        window: deque = deque()
+        for name, data in photos:
+            window.append(pool.submit(prepare_photo, name, data, p, seed))
+            if len(window) >= 4 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+def prepare_photos(
+    photos: Iterable[tuple[str, bytes]], p: PrepareParams, seed: int, report: PrepareReport, workers: int = 1
+) -> Iterator[GtCrop]:
+    """Validate and crop `(name, bytes)` photos, yielding their GT crops in photo order.
+
+    Streams, so memory stays flat for any number of photos; `workers` > 1 processes photos in
+    parallel with identical results. A photo is rejected (its reason is appended to
+    `report.rejected`) when it does not decode, is smaller than `min_size` or than the GT crop,
+    exceeds `max_pixels`, or duplicates an earlier photo. The split of a photo is a function of
+    its pixels alone, so adding photos never moves an old one across splits.
     """
     seen: dict[str, str] = {}
-    for name, data in photos:
-        try:
-            rgb = decode_photo(data, name, p.max_pixels, p.min_size)
-            digest = pixel_hash(rgb)
+    for result in tqdm(_results(photos, p, seed, workers), desc="prepare", unit="photo", mininterval=1):
+        name, digest = result.name, result.digest
+        error = result.error
+        if digest is not None:
             if digest in seen:
-                raise PhotoError(f"duplicate of {seen[digest]}")
-            seen[digest] = name
-            rgb = resize_short_side(rgb, p.short_side)
-            if min(rgb.shape[:2]) < p.gt_size:
-                raise PhotoError(f"{rgb.shape[1]}x{rgb.shape[0]} is smaller than gt_size={p.gt_size}")
-        except PhotoError as err:
-            report.rejected.append({"file": name, "reason": str(err)})
+                error = f"duplicate of {seen[digest]}"
+            else:
+                seen[digest] = name
+        if error:
+            report.rejected.append({"file": name, "reason": error})
             continue
         report.accepted.append(name)
         split = split_of(digest, p.val_fraction)
-        if p.usm_sharpen:
-            rgb = sharpen(rgb)
-        photo_seed = (seed * 1_000_003 + int(digest[:12], 16)) % 2**32
-        for index, (crop, box) in enumerate(cut_crops(rgb, p, photo_seed)):
+        for index, (crop, box) in enumerate(result.crops):
             key = f"{digest[:16]}_c{index:03d}"
             meta = {"source": name, "source_sha256": digest, "crop_index": index, "gt_size": p.gt_size, **box}
             report.splits[split] += 1

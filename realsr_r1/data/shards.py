@@ -85,3 +85,14 @@ def read_samples(split_dir: str | Path) -> Iterator[ShardSample]:
         return iter(())
     dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
     return (_decode(s) for s in dataset)
+
+
+def read_records(split_dir: str | Path, field: str = "degradation.json") -> Iterator[dict[str, Any]]:
+    """One JSON field of every sample of a split, in shard order, without decoding any image."""
+    import tarfile
+
+    for url in shard_paths(split_dir):
+        with tarfile.open(url) as tar:
+            for member in tar:
+                if member.isfile() and member.name.endswith("." + field):
+                    yield json.loads(tar.extractfile(member).read())

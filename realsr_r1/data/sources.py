@@ -1,25 +1,32 @@
 """Input photo sources: the bundled sample photos, a local folder, or an S3 prefix.
 
-`sync_source` mirrors a source into a local folder incrementally: unchanged files are not
-copied again, so the folder's bytes (and every DVC stage below it) stay the same until the
-source really changes. A sidecar `annotations.json` at the source root travels along.
+`sync_source` mirrors a source into a local folder incrementally: files the folder already
+holds are not fetched again, so the folder's bytes (and every DVC stage below it) stay the same
+until the source really changes. A sidecar `annotations.json` at the source root travels along.
 """
 
 from __future__ import annotations
 
+import filecmp
+import hashlib
 import logging
 import os
+import re
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+
+from tqdm import tqdm
 
 from realsr_r1.atomic import write_bytes
 
 log = logging.getLogger(__name__)
 
 SIDECAR = "annotations.json"
+MAX_PART_SIZE_GUESSES = 16  # multipart ETags: part sizes tried before fetching the object again
 # the real colour photos inside scikit-image's wheel (no download needed)
 BUNDLED_PHOTOS = (
     "astronaut.png",
@@ -77,7 +84,7 @@ def _bundled_files() -> Iterator[SourceFile]:
         yield SourceFile(SIDECAR, st.st_size, f"{st.st_size}-{st.st_mtime_ns}", str(BUNDLED_SIDECAR))
 
 
-def s3_client():  # noqa: ANN201 (boto3 client type is dynamic)
+def s3_client():
     """A boto3 S3 client; honours AWS_ENDPOINT_URL and the usual AWS_* variables."""
     import boto3
 
@@ -117,39 +124,134 @@ def list_source(source: str, extensions: list[str]) -> list[SourceFile]:
     return sorted(files, key=lambda f: f.name)
 
 
-def _fetch(file: SourceFile) -> bytes:
-    if file.location.startswith("s3://"):
+def unsafe_reason(name: str) -> str | None:
+    """Why a source file name cannot be written under the destination (None: it can)."""
+    if "\\" in name:
+        return "holds a backslash"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "is an absolute path"
+    parts = name.split("/")
+    if ".." in parts:
+        return "holds '..'"
+    if "" in parts or "." in parts:
+        return "holds an empty or '.' path component"
+    return None
+
+
+def _md5_etag(path: Path, part_size: int | None) -> str:
+    """The S3 ETag `path` would get: its MD5, or for a multipart upload the MD5 of the part MD5s."""
+    if part_size is None:
+        h = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    digests = []
+    with path.open("rb") as f:
+        for part in iter(lambda: f.read(part_size), b""):
+            digests.append(hashlib.md5(part, usedforsecurity=False).digest())
+    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+
+
+def holds(file: SourceFile, target: Path) -> bool:
+    """Whether `target` already holds `file`'s bytes, judged without downloading it.
+
+    This is what lets a fresh worker with data/raw restored (from DVC) skip every download:
+    local files are compared byte for byte, S3 objects by their ETag (the MD5, or for a multipart
+    upload the MD5 of part MD5s, tried for each whole-MiB part size that gives that many parts).
+    """
+    if not target.is_file() or target.stat().st_size != file.size:
+        return False
+    if not file.location.startswith("s3://"):
+        return filecmp.cmp(file.location, target, shallow=False)
+    etag = file.fingerprint
+    if "-" not in etag:
+        return _md5_etag(target, None) == etag
+    parts, mib = int(etag.rsplit("-", 1)[1]), 1 << 20
+    if parts == 1:
+        return _md5_etag(target, file.size) == etag
+    # (parts - 1) * part_size < size <= parts * part_size; uploaders use whole MiB part sizes
+    low, high = -(-file.size // parts), -(-file.size // (parts - 1)) - 1
+    sizes = [s * mib for s in range(-(-low // mib), high // mib + 1)][:MAX_PART_SIZE_GUESSES]
+    return any(_md5_etag(target, size) == etag for size in [low, *sizes])
+
+
+@dataclass
+class SyncReport:
+    """What a sync did: the new state (name -> fingerprint), counts, and the refused names with reasons."""
+
+    state: dict[str, str]
+    files: int = 0
+    copied: int = 0
+    verified: int = 0
+    removed: int = 0
+    refused: list[dict[str, str]] = field(default_factory=list)
+
+
+def _fetcher(source: str) -> Callable[[SourceFile], bytes]:
+    """Reads one file's bytes; for S3 through one client shared by the download threads (boto3 clients are thread-safe)."""
+    if not source.startswith("s3://"):
+        return lambda file: Path(file.location).read_bytes()
+    client = s3_client()
+
+    def fetch(file: SourceFile) -> bytes:
         parsed = urlparse(file.location)
-        return s3_client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
-    return Path(file.location).read_bytes()
+        return client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+
+    return fetch
 
 
-def sync_source(source: str, extensions: list[str], dest: str | Path, state: dict[str, str]) -> dict[str, str]:
-    """Mirror `source` into `dest`; copy only files whose fingerprint changed; drop vanished ones.
+def sync_source(
+    source: str, extensions: list[str], dest: str | Path, state: dict[str, str], workers: int = 8
+) -> SyncReport:
+    """Mirror `source` into `dest`; fetch only files `dest` does not already hold; drop vanished ones.
 
-    `state` maps file name -> fingerprint of the last sync; the new state is returned.
+    `state` maps file name -> fingerprint of the last sync on this machine (a fast path: a file
+    whose fingerprint and size are unchanged is not looked at). Without it, `dest`'s own bytes
+    decide (`holds`), so a fresh checkout whose `dest` was restored downloads nothing. Names that
+    would land outside `dest` (`..`, absolute, backslash) are refused and reported, never written.
+    Downloads run on a pool of `workers` threads.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    files = list_source(source, extensions)
+    report = SyncReport(state={})
+    files = []
+    for file in list_source(source, extensions):
+        reason = unsafe_reason(file.name)
+        if reason:
+            log.warning("refused %s: the name %s", file.location, reason)
+            report.refused.append({"file": file.location, "reason": f"the name {reason}"})
+        else:
+            files.append(file)
     if not any(f.name != SIDECAR for f in files):
         raise SourceError(f"data.source: no image files ({', '.join(extensions)}) in {source}")
-    new_state: dict[str, str] = {}
-    copied = 0
+    report.files = len(files)
+    todo = []
     for file in files:
         target = dest / file.name
-        if state.get(file.name) != file.fingerprint or not target.exists() or target.stat().st_size != file.size:
-            write_bytes(target, _fetch(file))
-            copied += 1
-        new_state[file.name] = file.fingerprint
-    removed = 0
+        fast = state.get(file.name) == file.fingerprint and target.is_file() and target.stat().st_size == file.size
+        if not fast:
+            if holds(file, target):
+                report.verified += 1
+            else:
+                todo.append(file)
+        report.state[file.name] = file.fingerprint
+    fetch = _fetcher(source)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        jobs = {pool.submit(fetch, file): file for file in todo}
+        for job in tqdm(as_completed(jobs), total=len(jobs), desc="ingest", unit="file", disable=not jobs):
+            write_bytes(dest / jobs[job].name, job.result())
+    report.copied = len(todo)
     for path in sorted(dest.rglob("*")):
         rel = path.relative_to(dest).as_posix()
-        if path.is_file() and rel not in new_state:
+        if path.is_file() and rel not in report.state:
             path.unlink()
-            removed += 1
+            report.removed += 1
     for path in sorted(dest.rglob("*"), reverse=True):
         if path.is_dir() and not any(path.iterdir()):
             shutil.rmtree(path)
-    log.info("source %s: %d files, %d copied, %d removed", source, len(files), copied, removed)
-    return new_state
+    log.info(
+        "source %s: %d files, %d fetched, %d verified in place, %d removed, %d refused",
+        source, report.files, report.copied, report.verified, report.removed, len(report.refused),
+    )
+    return report

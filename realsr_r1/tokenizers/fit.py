@@ -7,8 +7,9 @@ tokenizer's reconstruction is the best the policy can ever draw.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from realsr_r1.tokenizers.image import (
 )
 
 SCALES = ("rough", "middle", "final")  # hr_4, hr_2, hr: the chain's three images
+QUALITY_KEYS = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,13 @@ def stack_samples(samples: Iterable[ShardSample]) -> ChainImages:
     )
 
 
+def chain_batches(samples: Iterable[ShardSample], batch: int) -> Iterator[ChainImages]:
+    """Stream shard samples as `ChainImages` of at most `batch` samples: memory for one batch only."""
+    it = iter(samples)
+    while chunk := list(islice(it, batch)):
+        yield stack_samples(chunk)
+
+
 def image_tokenizer_config(params: Params) -> ImageTokenizerConfig:
     """The `tokenizer.image` params section (and the global seed) as the library's config."""
     return ImageTokenizerConfig.from_dict({**params.tokenizer.image.model_dump(), "seed": params.seed})
@@ -72,45 +81,80 @@ def fit_image_tokenizer(config: ImageTokenizerConfig, chain: ChainImages) -> Ima
     return train_vq(config, targets)
 
 
-def _quality(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """Mean PSNR and SSIM over a batch of uint8 RGB images (SSIM window fits small images)."""
+def fit_image_tokenizer_stream(config: ImageTokenizerConfig, chains: Callable[[], Iterable[ChainImages]], count: int) -> ImageTokenizer:
+    """Fit on a split streamed in batches (`chains()` starts a pass over its `count` samples).
+
+    k-means keeps only its subsample of patches (the same one `fit_image_tokenizer` draws from
+    the whole split), so memory does not grow with the split; the `vq` kind trains on random
+    batches of the whole split and holds it.
+    """
+    if config.kind != "kmeans":
+        return fit_image_tokenizer(config, concat_chains(list(chains())))
+    from realsr_r1.tokenizers.kmeans import fit_codebook, select_patches
+
+    first = next(iter(chains()), None)
+    if first is None:
+        raise TokenizerError("no samples to fit the tokenizer on")
+    f = config.factor
+    counts = [count * (first.images[s].shape[-2] // f) * (first.images[s].shape[-1] // f) for s in SCALES]
+    batches = ([make_target(c.images[s], c.lr, config.residual) for s in SCALES] for c in chains())
+    return fit_codebook(config, select_patches(config, counts, batches))
+
+
+def concat_chains(chains: list[ChainImages]) -> ChainImages:
+    """One `ChainImages` of several batches, in order."""
+    if not chains:
+        raise TokenizerError("no samples to fit or evaluate the tokenizer on")
+    return ChainImages(
+        lr=torch.cat([c.lr for c in chains]),
+        images={s: torch.cat([c.images[s] for c in chains]) for s in SCALES},
+    )
+
+
+def _quality(pred: np.ndarray, truth: np.ndarray) -> tuple[list[float], list[float]]:
+    """PSNR and SSIM of each uint8 RGB image of a batch (SSIM window fits small images)."""
     psnr, ssim = [], []
     for p, t in zip(pred, truth, strict=True):
         exact = np.array_equal(p, t)  # PSNR is infinite there; report 100 dB
         psnr.append(100.0 if exact else min(peak_signal_noise_ratio(t, p, data_range=255), 100.0))
         win = min(7, min(t.shape[:2]) // 2 * 2 - 1)
         ssim.append(structural_similarity(t, p, channel_axis=2, data_range=255, win_size=max(win, 3)))
-    return float(np.mean(psnr)), float(np.mean(ssim))
+    return psnr, ssim
 
 
-def evaluate_reconstruction(tokenizer: ImageTokenizer, chain: ChainImages) -> dict[str, dict[str, float]]:
-    """Per chain scale: reconstruction PSNR/SSIM, bicubic baseline PSNR/SSIM, code usage."""
+def evaluate_reconstruction(
+    tokenizer: ImageTokenizer, chains: ChainImages | Iterable[ChainImages]
+) -> dict[str, dict[str, float]]:
+    """Per chain scale: reconstruction PSNR/SSIM, bicubic baseline PSNR/SSIM, code usage.
+
+    `chains`: the split, whole or as a stream of batches (the result is the same).
+    """
+    if isinstance(chains, ChainImages):
+        chains = [chains]
+    scores: dict[str, dict[str, list[float]]] = {s: {k: [] for k in QUALITY_KEYS} for s in SCALES}
+    counts = {s: torch.zeros(tokenizer.codebook_size, dtype=torch.long) for s in SCALES}
+    for chain in chains:
+        for scale in SCALES:
+            images = chain.images[scale]
+            codes = tokenizer.encode(images, chain.lr)
+            counts[scale] += torch.bincount(codes.flatten(), minlength=tokenizer.codebook_size)
+            truth = to_uint8(images)
+            rec = _quality(to_uint8(tokenizer.decode(codes, chain.lr)), truth)
+            bic = _quality(to_uint8(bicubic(chain.lr, tuple(images.shape[-2:]))), truth)
+            for key, values in zip(QUALITY_KEYS, (*rec, *bic), strict=True):
+                scores[scale][key] += values
+    if not scores[SCALES[0]]["psnr"]:
+        raise TokenizerError("no samples to evaluate the tokenizer on")
     out: dict[str, dict[str, float]] = {}
-    all_codes = []
     for scale in SCALES:
-        images = chain.images[scale]
-        codes = tokenizer.encode(images, chain.lr)
-        all_codes.append(codes.flatten())
-        truth = to_uint8(images)
-        rec_psnr, rec_ssim = _quality(to_uint8(tokenizer.decode(codes, chain.lr)), truth)
-        bic_psnr, bic_ssim = _quality(to_uint8(bicubic(chain.lr, tuple(images.shape[-2:]))), truth)
-        out[scale] = {
-            "psnr": rec_psnr,
-            "ssim": rec_ssim,
-            "bicubic_psnr": bic_psnr,
-            "bicubic_ssim": bic_ssim,
-            "code_usage": _usage(codes.flatten(), tokenizer.codebook_size),
-        }
-    codes = torch.cat(all_codes)
-    counts = torch.bincount(codes, minlength=tokenizer.codebook_size).float()
-    p = counts[counts > 0] / counts.sum()
-    out["codes"] = {
-        "usage": _usage(codes, tokenizer.codebook_size),
-        "perplexity": float(torch.exp(-(p * p.log()).sum())),
-    }
+        out[scale] = {key: float(np.mean(values)) for key, values in scores[scale].items()}
+        out[scale]["code_usage"] = _usage(counts[scale])
+    total = sum(counts.values()).float()
+    p = total[total > 0] / total.sum()
+    out["codes"] = {"usage": _usage(total), "perplexity": float(torch.exp(-(p * p.log()).sum()))}
     return out
 
 
-def _usage(codes: torch.Tensor, k: int) -> float:
-    """Fraction of the codebook that occurs at least once."""
-    return float(len(torch.unique(codes)) / k)
+def _usage(counts: torch.Tensor) -> float:
+    """Fraction of the codebook that occurs at least once, from the count of each code."""
+    return float((counts > 0).sum() / len(counts))

@@ -7,6 +7,7 @@ reconstructs better than a neural VQ trained for minutes, which is why it is the
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,43 @@ class KMeansTokenizer(ImageTokenizer):
         return KMeansTokenizer(config, load_file(str(weights))["codebook"])
 
 
+def select_patches(config: ImageTokenizerConfig, counts: list[int], batches: Iterable[list[torch.Tensor]]) -> np.ndarray:
+    """The fitting set: a seeded subsample of `max_patches` of all the targets' f x f patches.
+
+    Target `t` has `counts[t]` patches in all; `batches` yields the targets in pieces (a list with
+    one slice of each target per batch, in order), so only the chosen patches are ever held: the
+    result equals subsampling the concatenation of every patch, without building it.
+    """
+    f = config.factor
+    offsets = np.cumsum([0, *counts])
+    total = int(offsets[-1])
+    rng = np.random.default_rng(config.seed)
+    chosen = rng.choice(total, config.kmeans.max_patches, replace=False) if total > config.kmeans.max_patches else np.arange(total)
+    order = np.argsort(chosen, kind="stable")
+    wanted = chosen[order]
+    out = np.empty((len(chosen), 3 * f * f), np.float32)
+    done = [0] * len(counts)
+    for batch in batches:
+        for t, target in enumerate(batch):
+            flat = patchify(target, f).reshape(-1, 3 * f * f)
+            lo = int(offsets[t]) + done[t]
+            a, b = np.searchsorted(wanted, [lo, lo + len(flat)])
+            out[order[a:b]] = flat[torch.from_numpy(wanted[a:b] - lo)].numpy()
+            done[t] += len(flat)
+    if done != list(counts):
+        raise TokenizerError(f"the targets held {done} patches, expected {list(counts)}")
+    return out
+
+
 def fit_kmeans(config: ImageTokenizerConfig, targets: list[torch.Tensor]) -> KMeansTokenizer:
     """Fit the codebook on the f x f patches of `targets` (each (N, 3, H, W) in [-1, 1])."""
     f = config.factor
-    patches = torch.cat([patchify(t, f).reshape(-1, 3 * f * f) for t in targets]).numpy().astype(np.float32)
-    rng = np.random.default_rng(config.seed)
-    if len(patches) > config.kmeans.max_patches:
-        patches = patches[rng.choice(len(patches), config.kmeans.max_patches, replace=False)]
+    counts = [len(t) * (t.shape[-2] // f) * (t.shape[-1] // f) for t in targets]
+    return fit_codebook(config, select_patches(config, counts, [targets]))
+
+
+def fit_codebook(config: ImageTokenizerConfig, patches: np.ndarray) -> KMeansTokenizer:
+    """Mini-batch k-means of the (P, 3 f f) fitting patches into the codebook."""
     if len(patches) < config.codebook_size:
         raise TokenizerError(
             f"{len(patches)} training patches for {config.codebook_size} codes: need at least one patch per code"
