@@ -91,3 +91,21 @@ def test_no_internal_notes_cited() -> None:
     needle = "PAPER" + ".md"  # split so this file does not cite it either
     citing = [str(p.relative_to(ROOT)) for p in _project_texts() if needle in p.read_text(encoding="utf-8")]
     assert not citing, f"{needle} is cited by: {citing}"
+
+
+def test_package_metadata_builds_without_deprecation_warnings() -> None:
+    """setuptools reads pyproject.toml without warnings (e.g. the deprecated license table)."""
+    import tomllib
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
+    messages = [str(w.message).splitlines()[0] for w in caught]
+    assert not messages, messages
+    assert dist.metadata.license_expression == "Apache-2.0"
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert build == ["setuptools>=77"]  # the first setuptools that reads the SPDX string
