@@ -27,7 +27,7 @@ app = typer.Typer(
 
 def setup_logging(verbose: bool) -> None:
     """The project's own INFO lines always; other libraries' (pyiqa, botocore) only with -v."""
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # no-op when already set up
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("realsr_r1").setLevel(logging.INFO)
 
