@@ -1,7 +1,7 @@
 """The params schema: every knob of the pipeline, validated before any work.
 
 One pydantic model per `params.yaml` section. Defaults are the tiny CPU preset for the
-pipeline and the RealESRNet x4plus settings (PAPER.md section 4) for the degradation.
+pipeline and the RealESRNet x4plus settings (docs/method.md) for the degradation.
 A bad file stops with one line naming the key (`ParamsError`; stages exit with code 2).
 """
 

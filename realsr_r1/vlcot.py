@@ -1,4 +1,4 @@
-"""The VLCoT text format (PAPER.md section 1): the one place that builds and parses it.
+"""The VLCoT text format (docs/method.md): the one place that builds and parses it.
 
 A completion is text plus the images it contains: every image stands in the text as
 `IMAGE_TOKEN` and the images follow in `Completion.images`, in the order of their tokens. The

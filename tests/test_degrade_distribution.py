@@ -1,4 +1,4 @@
-"""20,000 parameter draws match every range and probability of the RealESRNet x4plus settings.
+"""20,000 parameter draws match every range and probability of the RealESRNet x4plus settings (docs/method.md).
 
 Frequencies must lie within 3 standard errors of the stated probability, values within their
 bounds. The draws are seeded, so the test is deterministic.

@@ -4,41 +4,45 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from realsr_r1.cli.app import app, one_line_errors
-from realsr_r1.config import Params, ParamsError, load_params, parse_params
-from realsr_r1.data.images import PhotoError, read_photo, write_png
-from realsr_r1.policy.settings import sampling, write_initial_policy
-from realsr_r1.policy.tiny import PolicyLoadError, load_policy
-from realsr_r1.policy.upscale import upscale as run_upscale
-from realsr_r1.tokenizers.image import TokenizerError
+
+if TYPE_CHECKING:
+    from realsr_r1.config import Params
 
 log = logging.getLogger(__name__)
 ParamsOption = Annotated[Path | None, typer.Option("--params", help="params.yaml (default: built-in defaults)")]
 
 
 def _params(path: Path | None) -> Params:
+    from realsr_r1.config import load_params, parse_params
+
     return load_params(path) if path else parse_params({}, "defaults")
 
 
 @app.command("init-policy")
-@one_line_errors(ParamsError, TokenizerError, FileNotFoundError, ValueError)
+@one_line_errors("realsr_r1.config:ParamsError", "realsr_r1.tokenizers.image:TokenizerError", FileNotFoundError, ValueError)
 def init_policy(
     tokenizer: Annotated[Path, typer.Option("--tokenizer", help="tokenizer stage output: image/ and text/")],
     out: Annotated[Path, typer.Option("-o", "--out", help="directory to write the policy checkpoint to")],
     params: ParamsOption = None,
 ) -> None:
     """Write an untrained policy checkpoint built from params (the starting point of SFT)."""
+    from realsr_r1.policy.settings import write_initial_policy
+
     policy = write_initial_policy(_params(params), tokenizer, out)
     n = sum(p.numel() for p in policy.parameters())
     typer.echo(f"wrote {out} ({n / 1e6:.2f} M parameters, vocabulary {policy.layout.vocab_size})")
 
 
 @app.command()
-@one_line_errors(ParamsError, PhotoError, PolicyLoadError, TokenizerError, FileNotFoundError)
+@one_line_errors(
+    "realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", "realsr_r1.policy.tiny:PolicyLoadError",
+    "realsr_r1.tokenizers.image:TokenizerError", FileNotFoundError,
+)
 def upscale(
     image: Annotated[Path, typer.Argument(help="photo to upscale (any size; gray and RGBA are fine)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="output PNG")],
@@ -50,6 +54,11 @@ def upscale(
     params: ParamsOption = None,
 ) -> None:
     """Restore and upscale a photo with the VLCoT chain, tile by tile."""
+    from realsr_r1.data.images import read_photo, write_png
+    from realsr_r1.policy.settings import sampling
+    from realsr_r1.policy.tiny import load_policy
+    from realsr_r1.policy.upscale import upscale as run_upscale
+
     photo = read_photo(image)
     policy = load_policy(model)
     result = run_upscale(policy, photo, sampling(_params(params)), seed=seed, overlap=overlap)

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 from realsr_r1.cli.app import app, one_line_errors
-from realsr_r1.storage import ReleaseError, ReleaseStore, parse_ref
 
 BucketOption = Annotated[
     str, typer.Option("--bucket", envvar="REALSR_RELEASE_BUCKET", help="S3 bucket of the releases.")
@@ -20,12 +19,14 @@ BucketOption = Annotated[
 
 
 @app.command("releases")
-@one_line_errors(ReleaseError)
+@one_line_errors("realsr_r1.storage:ReleaseError")
 def releases(
     name: Annotated[str, typer.Argument(help="Only this release name.")] = "",
     bucket: BucketOption = "",
 ) -> None:
     """List the complete releases (those whose manifest is written), oldest version first."""
+    from realsr_r1.storage import ReleaseStore, parse_ref
+
     store = ReleaseStore(bucket)
     found = store.list(parse_ref(name)[0] if name else None)
     if not found:
@@ -37,13 +38,15 @@ def releases(
 
 
 @app.command("pull")
-@one_line_errors(ReleaseError)
+@one_line_errors("realsr_r1.storage:ReleaseError")
 def pull(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION (latest when no version).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder to create (must be absent or empty).")],
     bucket: BucketOption = "",
 ) -> None:
     """Download a release and verify every sha256; a mismatch deletes the download and fails."""
+    from realsr_r1.storage import ReleaseStore, parse_ref
+
     name, version = parse_ref(ref)
     rel = ReleaseStore(bucket).pull(name, version, out)
     typer.echo(f"{rel.ref}: {len(rel.files)} files verified in {out}")

@@ -9,14 +9,13 @@ from typing import Annotated
 import typer
 
 from realsr_r1.cli.app import app, one_line_errors
-from realsr_r1.config import ParamsError, RewardParams, load_params
-from realsr_r1.rewards.case import CaseError, read_case
-from realsr_r1.rewards.generation import MetricWeightsError
-from realsr_r1.rewards.scoring import REWARDS, score_batch
 
 
 @app.command("reward")
-@one_line_errors(CaseError, ParamsError, MetricWeightsError, FileNotFoundError)
+@one_line_errors(
+    "realsr_r1.rewards.case:CaseError", "realsr_r1.config:ParamsError", "realsr_r1.rewards.generation:MetricWeightsError",
+    FileNotFoundError,
+)
 def reward(
     completion: Annotated[
         Path, typer.Argument(help="case JSON: completion text + image paths, truth (docs/rewards.md)")
@@ -27,6 +26,10 @@ def reward(
     as_json: Annotated[bool, typer.Option("--json", help="print the rewards as one JSON object")] = False,
 ) -> None:
     """Print the format, degradation, understanding and generation rewards and their weighted total."""
+    from realsr_r1.config import RewardParams, load_params
+    from realsr_r1.rewards.case import read_case
+    from realsr_r1.rewards.scoring import REWARDS, score_batch
+
     cfg = load_params(params).rewards if params.exists() else RewardParams()
     comp, truth = read_case(completion)
     batch = score_batch([comp], [truth], cfg)

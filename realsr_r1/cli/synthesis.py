@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import numpy as np
 import typer
 
-from realsr_r1.atomic import atomic_dir, write_bytes, write_json
 from realsr_r1.cli.app import app, one_line_errors
-from realsr_r1.config import DegradationParams, Params, ParamsError, load_params, parse_params
-from realsr_r1.data.images import PhotoError, encode_png, read_photo
-from realsr_r1.data.prepare import PrepareReport, iter_folder, prepare_photos
-from realsr_r1.data.synthesis import degrade_sample, synthesize_split
-from realsr_r1.degrade import draw_degradation
+
+if TYPE_CHECKING:
+    from realsr_r1.config import Params
 
 ParamsOption = Annotated[
     Optional[Path], typer.Option("--params", help="params.yaml to take the degradation settings from (default: built-in)")
@@ -24,11 +20,13 @@ ParamsOption = Annotated[
 
 
 def _params(path: Path | None, overrides: dict) -> Params:
+    from realsr_r1.config import load_params, parse_params
+
     return load_params(path, overrides) if path else parse_params(overrides, "command line")
 
 
 @app.command()
-@one_line_errors(ParamsError, PhotoError, FileNotFoundError, NotADirectoryError)
+@one_line_errors("realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", FileNotFoundError, NotADirectoryError)
 def synthesize(
     input: Annotated[Path, typer.Option("--input", help="folder of photos (searched recursively)")],
     out: Annotated[Path, typer.Option("--out", help="output folder: train/ and val/ shards, report.json")],
@@ -43,6 +41,11 @@ def synthesize(
     params: ParamsOption = None,
 ) -> None:
     """Prepare and degrade a folder of photos into WebDataset shards (prepare + synthesize)."""
+    from realsr_r1.atomic import atomic_dir, write_json
+    from realsr_r1.data.images import PhotoError
+    from realsr_r1.data.prepare import PrepareReport, iter_folder, prepare_photos
+    from realsr_r1.data.synthesis import synthesize_split
+
     if not input.is_dir():
         raise NotADirectoryError(f"--input: not a folder: {input}")
     cfg = _params(
@@ -78,7 +81,7 @@ def synthesize(
 
 
 @app.command()
-@one_line_errors(ParamsError, PhotoError, FileNotFoundError)
+@one_line_errors("realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", FileNotFoundError)
 def degrade(
     image: Annotated[Optional[Path], typer.Argument(help="photo to degrade (omit with --count to only draw parameters)")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="where to write the LR PNG")] = None,
@@ -90,8 +93,15 @@ def degrade(
     params: ParamsOption = None,
 ) -> None:
     """Degrade one photo (prints its description), or write parameter draws with --jsonl."""
+    import numpy as np
+
+    from realsr_r1.atomic import write_bytes
+    from realsr_r1.data.images import encode_png, read_photo
+    from realsr_r1.data.synthesis import degrade_sample
+    from realsr_r1.degrade import draw_degradation
+
     cfg = _params(params, {"synthesize": {"scale": scale}})
-    p: DegradationParams = cfg.synthesize.degradation
+    p = cfg.synthesize.degradation
     rng = np.random.default_rng(seed)
     if jsonl is not None:
         lines = [json.dumps(draw_degradation(rng, p, (gt_size, gt_size), scale), sort_keys=True) for _ in range(count)]
