@@ -86,9 +86,15 @@ STOPWORDS = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 16)
+def _stem(word: str) -> str:
+    """Snowball English stem of one lower-case word (cached: captions repeat their words)."""
+    return _STEMMER.stemWord(word)
+
+
 def stems(text: str) -> list[str]:
     """The whole words of `text`, lower-case, each reduced to its Snowball English stem."""
-    return _STEMMER.stemWords(_WORD.findall(text.lower()))
+    return [_stem(w) for w in _WORD.findall(text.lower())]
 
 
 def tag_key(tag: str) -> str:
@@ -236,10 +242,14 @@ def understanding_reward(
     """
     if mode not in MODES:
         raise ValueError(f"unknown understanding mode {mode!r} ({' | '.join(MODES)})")
-    if mode == "semantic" and embedder is None:
-        embedder = load_embedder()
     if vocabularies is None:
         vocabularies = [()] * len(chains)
+    if mode == "semantic":
+        embedder = embedder or load_embedder()
+        # one encoder pass for every new phrase and tag of the batch, not one per sample
+        grams = [p for c in chains if c is not None for p in phrases(c.rough_understand, max_ngram)]
+        distinct = {id(v): v for v in vocabularies}.values()  # a batch usually shares one vocabulary
+        embedder.embed(grams + sorted(tag_vocabulary([*distinct, *tags])))
     out = np.zeros(len(chains), dtype=np.float64)
     for i, (chain, chain_tags, vocab) in enumerate(zip(chains, tags, vocabularies, strict=True)):
         if chain is None:
