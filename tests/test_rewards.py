@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from skimage import data
 
 from realsr_r1.config import GenerationParams, RewardParams
-from realsr_r1.degrade.describe import from_text
+from realsr_r1.degrade.describe import GRADED_OPERATIONS, RESIZE_OPERATIONS, SEVERITIES, from_text, to_text
 from realsr_r1.rewards import (
     MetricWeightsError,
     Truth,
@@ -20,7 +22,9 @@ from realsr_r1.rewards import (
     format_reward,
     generation_reward,
     matched_items,
+    sanitize,
     score_batch,
+    tag_vocabulary,
     understanding_reward,
 )
 from realsr_r1.vlcot import IMAGE_TOKEN, Completion, VLCoT, parse, render
@@ -79,6 +83,17 @@ def test_degradation_alignment(pred: str, expected: float) -> None:
     assert degradation_score(pred, from_text(PAPER_GT)) == pytest.approx(expected)
 
 
+def test_degradation_list_padded_with_every_operation_does_not_pay() -> None:
+    every = [(op, sev) for op in GRADED_OPERATIONS for sev in SEVERITIES] + [
+        (op, None) for op in RESIZE_OPERATIONS
+    ]
+    gt = from_text(PAPER_GT)
+    padded = degradation_score(PAPER_GT + ", " + to_text(every), gt)  # all 5 GT items, then all 14
+    alone = degradation_score(to_text(every), gt)
+    assert padded == pytest.approx(5 / 19) and alone == pytest.approx(4 / 14)
+    assert max(padded, alone) < degradation_score(PAPER_PRED, gt)  # below two wrong severities (0.6)
+
+
 def test_matched_items_is_the_longest_common_subsequence() -> None:
     a = [("blur", "light"), ("noise", "heavy"), ("downsample", None)]
     assert matched_items(a, a[::-1]) == 1
@@ -94,26 +109,89 @@ def test_degradation_reward_batched_and_unparsed_is_zero() -> None:
 
 
 # ---------------------------------------------------------------------------- understanding
-def test_understanding_paper_example_is_exactly_0_75() -> None:
-    chain = _chain(_photo(16), rough="Two Lions lying on a rock under a blue sky.")
-    assert understanding_reward([chain], [["lions", "rock", "sky", "clouds"]]).tolist() == [0.75]
+PAPER_TAGS = ["lions", "rock", "sky", "clouds"]
+PAPER_CAPTION = "Two Lions lying on a rock under a blue sky."
+BUNDLED = json.loads(
+    (Path(__file__).resolve().parents[1] / "realsr_r1/assets/bundled_annotations.json").read_text()
+)
+VOCABULARY = tag_vocabulary(record["tags"] for record in BUNDLED.values())
+
+
+def _rough(text: str) -> VLCoT:
+    """A chain that only matters for its `<rough_understand>` text."""
+    return VLCoT(degradation="downsample", rough_understand=text, middle_understand="m", final_understand="f")
+
+
+def test_understanding_paper_example_is_exactly_0_75_in_paper_mode() -> None:
+    chain = _rough(PAPER_CAPTION)
+    assert understanding_reward([chain], [PAPER_TAGS], mode="paper").tolist() == [0.75]
+    # words: the same three tags found and nothing else mentioned: F1 = 2 * 3 / (3 + 4)
+    assert understanding_reward([chain], [PAPER_TAGS]).tolist() == [pytest.approx(6 / 7)]
+
+
+@pytest.mark.parametrize("mode", ["words", "semantic", "paper"])
+def test_a_tag_dump_scores_well_below_a_faithful_caption(mode: str) -> None:
+    """Joining every tag of the dataset is the cheapest way to find all GT tags: only the paper's
+    recall-only rule pays it (1.0 on every photo)."""
+    dump = ", ".join(sorted(VOCABULARY))
+    for name, record in BUNDLED.items():
+        faithful, dumped = understanding_reward(
+            [_rough(record["rough_understand"]), _rough(dump)],
+            [record["tags"]] * 2,
+            mode,
+            vocabularies=[VOCABULARY] * 2,
+        )
+        if mode == "paper":
+            assert dumped == 1.0, name
+        else:
+            assert dumped < 0.3 and faithful > 0.65 and faithful - dumped > 0.35, (name, faithful, dumped)
+
+
+@pytest.mark.parametrize("mode", ["words", "semantic"])
+@pytest.mark.parametrize(
+    ("caption", "tag"), [("a boat near the shore", "ear"), ("a red heart on a card", "art")]
+)
+def test_a_tag_inside_another_word_is_not_found(mode: str, caption: str, tag: str) -> None:
+    assert understanding_reward([_rough(caption)], [[tag]], mode="paper").tolist() == [1.0]  # the old rule
+    assert understanding_reward([_rough(caption)], [[tag]], mode=mode).tolist() == [0.0]
+
+
+def test_whole_words_match_plurals_and_phrases() -> None:
+    caption = "Two tabby cats' ears, a model space-shuttle and blood vessels"
+    tags = ["cat", "ear", "space shuttle", "blood vessel", "eye"]
+    assert understanding_reward([_rough(caption)], [tags]).tolist() == [pytest.approx(2 * 4 / (4 + 5))]
+    # one tag said two ways ("galaxy", "galaxies") is one tag
+    out = understanding_reward([_rough("galaxies and stars")], [["galaxy", "galaxies", "stars"]])
+    assert out.tolist() == [1.0]
+
+
+@pytest.mark.parametrize(("tag", "said"), [("cat", "dog"), ("car", "truck"), ("motorcycle", "bicycle")])
+def test_semantic_near_misses_do_not_count(tag: str, said: str) -> None:
+    caption = [_rough(f"a {said} in the street")]
+    assert understanding_reward(caption, [[tag]], mode="semantic").tolist() == [0.0]
+    # the old threshold (0.65) counted it; the nearest-tag rule refuses it even there once the
+    # word said is itself a tag of the dataset
+    assert understanding_reward(caption, [[tag]], mode="semantic", threshold=0.65).tolist() == [1.0]
+    with_vocab = understanding_reward(
+        caption, [[tag]], "semantic", threshold=0.65, vocabularies=[{tag, said}]
+    )
+    assert with_vocab.tolist() == [0.0]
+
+
+def test_semantic_still_finds_real_synonyms() -> None:
+    tags = [["car", "cat", "sky"]]
+    synonyms = _rough("an automobile next to a kitten under the heavens")
+    random_words = _rough("a banana next to a keyboard under the table")
+    vocab = [VOCABULARY | {"car", "truck", "dog", "banana"}] * 2
+    assert understanding_reward([synonyms], tags, mode="words", vocabularies=vocab[:1]).tolist() == [0.0]
+    semantic = understanding_reward([synonyms, random_words], tags * 2, mode="semantic", vocabularies=vocab)
+    assert semantic[0] >= 0.8 and semantic[1] == 0.0  # car and cat found, the banana is no tag of these
 
 
 def test_understanding_tags_ignore_case_and_unparsed_scores_zero() -> None:
-    chain = _chain(_photo(16), rough="A MOTORCYCLE in a Garage")
+    chain = _rough("A MOTORCYCLE in a Garage")
     out = understanding_reward([chain, None, chain], [["Motorcycle", "garage"], ["x"], []])
     assert out.tolist() == [1.0, 0.0, 0.0]
-
-
-def test_understanding_semantic_scores_synonym_above_random_word() -> None:
-    tags = [["car", "cat", "sky"]]
-    synonyms = _chain(_photo(16), rough="an automobile next to a kitten under the heavens")
-    random_words = _chain(_photo(16), rough="a banana next to a keyboard under the table")
-    substring = understanding_reward([synonyms], tags, mode="substring")
-    semantic = understanding_reward([synonyms, random_words], tags * 2, mode="semantic", threshold=0.65)
-    assert substring[0] == 0.0
-    assert semantic[0] > semantic[1]
-    assert semantic[0] >= 2 / 3 and semantic[1] == 0.0
 
 
 def test_understanding_rejects_unknown_mode() -> None:
@@ -167,6 +245,20 @@ def test_generation_prefers_clean_photo_over_blurred_and_noised() -> None:
         # the no-reference term alone also prefers the clean photo
         nr = generation_reward([clean, bad], [gt, gt], GenerationParams(fidelity_weight=0.0))
         assert nr[1] < nr[0], (size, nr)
+
+
+def test_generation_of_a_bicubic_copy_or_a_blank_image_stays_below_the_gt() -> None:
+    """The do-nothing answers: the LR upscaled by bicubic, or a constant image."""
+    cfg = GenerationParams()
+    for size in (64, 128):
+        gt = _photo(size)
+        lr = cv2.resize(gt, (size // 4, size // 4), interpolation=cv2.INTER_AREA)
+        bicubic = cv2.resize(lr, (size, size), interpolation=cv2.INTER_CUBIC)
+        finals = [gt, bicubic, np.zeros_like(gt), np.full_like(gt, 255)]
+        out, _ = sanitize(
+            "generation", generation_reward([_chain(gt, final=f) for f in finals], [gt] * 4, cfg)
+        )
+        assert out[1] < out[0] - 0.1 and max(out[2], out[3]) < out[1], (size, out)
 
 
 def test_generation_fidelity_term_and_bad_images() -> None:
@@ -239,7 +331,9 @@ def test_score_batch_weights_and_total() -> None:
         {"weights": {"format": 2.0, "degradation": 1.0, "understanding": 0.5, "generation": 0.0}}
     )
     batch = score_batch([completion], [Truth.from_text(PAPER_GT, ["astronaut", "flag"], gt)], params)
-    assert batch.total[0] == pytest.approx(2.0 * 1.0 + 1.0 * 0.6 + 0.5 * 0.5)
+    assert batch.total[0] == pytest.approx(
+        2.0 * 1.0 + 1.0 * 0.6 + 0.5 * 2 / 3
+    )  # understanding: F1 of 1 of 2 tags
     assert IMAGE_TOKEN in completion.text and parse(completion).degradation == PAPER_PRED
 
 

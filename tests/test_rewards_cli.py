@@ -37,7 +37,9 @@ def _case(tmp_path: Path, final_size: int = 64) -> Path:
 
 def test_reward_command_prints_each_reward_with_the_paper_values(tmp_path: Path) -> None:
     path = _case(tmp_path)
-    result = CliRunner().invoke(app, ["reward", str(path), "--params", str(tmp_path / "none.yaml"), "--json"])
+    paper = tmp_path / "paper.yaml"
+    paper.write_text("rewards:\n  understanding: {mode: paper}\n")
+    result = CliRunner().invoke(app, ["reward", str(path), "--params", str(paper), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["format"] == 1.0 and out["degradation"] == 0.6 and out["understanding"] == 0.75
@@ -45,6 +47,19 @@ def test_reward_command_prints_each_reward_with_the_paper_values(tmp_path: Path)
     assert out["total"] == pytest.approx(1.0 + 0.6 + 0.75 + out["generation"])
     table = CliRunner().invoke(app, ["reward", str(path), "--params", str(tmp_path / "none.yaml")])
     assert "degradation    0.6000" in table.output and "total" in table.output
+    # the default (words) mode: 3 of the 4 tags and nothing else mentioned, F1 = 6/7
+    assert f"understanding  {6 / 7:.4f}" in table.output
+
+
+def test_case_vocabulary_counts_mentions_outside_the_gt(tmp_path: Path) -> None:
+    path = _case(tmp_path)
+    raw = json.loads(path.read_text())
+    raw["truth"]["vocabulary"] = ["lions", "rock", "sky", "clouds", "tree", "blue sky"]
+    path.write_text(json.dumps(raw))
+    assert read_case(path)[1].vocabulary == frozenset(raw["truth"]["vocabulary"])
+    result = CliRunner().invoke(app, ["reward", str(path), "--params", str(tmp_path / "none.yaml"), "--json"])
+    # "blue sky" is a tag of the dataset but not of this photo: 3 of 4 mentions are right, F1 = 6/8
+    assert json.loads(result.output)["understanding"] == pytest.approx(0.75)
 
 
 def test_reward_command_reads_weights_from_params_and_reports_format_errors(tmp_path: Path) -> None:
@@ -81,8 +96,9 @@ def test_reward_command_errors_are_one_line(tmp_path: Path) -> None:
         ),
         (lambda r: r["completion"].update(images=[3]), r"key 'completion.images\[0\]' must be an image path"),
         (lambda r: r["completion"].update(images="x.png"), "must be a string"),
+        (lambda r: r["truth"].update(vocabulary="lions, rock"), "truth.vocabulary lists"),
     ],
-    ids=["no-truth", "bad-degradation", "image-not-path", "images-not-list"],
+    ids=["no-truth", "bad-degradation", "image-not-path", "images-not-list", "vocabulary-not-list"],
 )
 def test_case_errors_name_the_key(tmp_path: Path, mutate, message: str) -> None:
     path = _case(tmp_path)

@@ -7,8 +7,12 @@
                      "images": ["rough.png", "middle.png", "final.png"]},
       "truth": {"degradation": "medium blur, downsample, medium noise",
                 "tags": ["lion", "rock"],
-                "gt": "gt.png"}
+                "gt": "gt.png",
+                "vocabulary": ["lion", "rock", "tree", ...]}
     }
+
+`truth.vocabulary` (optional) lists the tags of the whole dataset: the understanding reward
+counts every one of them that the caption mentions but the GT lacks against it.
 """
 
 from __future__ import annotations
@@ -53,20 +57,30 @@ def read_case(path: str | Path) -> tuple[Completion, Truth]:
         degradation, tags, gt = truth["degradation"], truth["tags"], truth["gt"]
     except (KeyError, TypeError) as err:
         raise CaseError(f"{path}: missing key {err}") from None
-    if not isinstance(text, str) or not isinstance(images, list) or not isinstance(tags, list):
-        raise CaseError(f"{path}: completion.text must be a string, completion.images and truth.tags lists")
+    vocabulary = truth.get("vocabulary", [])
+    if not all(isinstance(v, list) for v in (images, tags, vocabulary)) or not isinstance(text, str):
+        raise CaseError(
+            f"{path}: completion.text must be a string, completion.images, truth.tags and truth.vocabulary lists"
+        )
     base = path.parent
     pixels = tuple(_image(base, rel, f"completion.images[{i}]", path) for i, rel in enumerate(images))
     gt_pixels = _image(base, gt, "truth.gt", path)
     try:
-        truth_obj = Truth.from_text(degradation, [str(t) for t in tags], gt_pixels)
+        truth_obj = Truth.from_text(
+            degradation, [str(t) for t in tags], gt_pixels, [str(v) for v in vocabulary]
+        )
     except (ValueError, AttributeError) as err:
         raise CaseError(f"{path}: key 'truth.degradation': {err}") from None
     return Completion(text=text, images=pixels), truth_obj
 
 
 def write_case(
-    path: str | Path, completion: Completion, degradation: str, tags: Sequence[str], gt: np.ndarray
+    path: str | Path,
+    completion: Completion,
+    degradation: str,
+    tags: Sequence[str],
+    gt: np.ndarray,
+    vocabulary: Sequence[str] = (),
 ) -> None:
     """Write a case JSON with its images as PNGs beside it (image_0.png, ..., gt.png)."""
     path = Path(path)
@@ -79,6 +93,7 @@ def write_case(
         path,
         {
             "completion": {"text": completion.text, "images": names},
-            "truth": {"degradation": degradation, "tags": list(tags), "gt": "gt.png"},
+            "truth": {"degradation": degradation, "tags": list(tags), "gt": "gt.png"}
+            | ({"vocabulary": sorted(vocabulary)} if vocabulary else {}),
         },
     )

@@ -2,6 +2,8 @@
 
 The parser (`vlcot.parse`) checks the blocks; this reward adds the images: each image block must
 hold a uint8 HxWx3 array whose size is the GT size divided by the block's downscale (1/4, 1/2, 1).
+A truncated sample (a length guard closed a text block by force or cut the sample) scores 0 even
+when it parses: otherwise a policy could write past the text cap and still be rewarded for format.
 """
 
 from __future__ import annotations
@@ -31,11 +33,17 @@ def image_problem(image: Any, shape: tuple[int, int, int]) -> str | None:
     return None
 
 
-def format_reward(chains: Sequence[VLCoT | None], gt_sizes: Sequence[tuple[int, int]]) -> np.ndarray:
-    """1.0 per chain that parsed (not None) and whose three images have the expected shapes, else 0.0."""
+def format_reward(
+    chains: Sequence[VLCoT | None],
+    gt_sizes: Sequence[tuple[int, int]],
+    truncated: Sequence[bool] | None = None,
+) -> np.ndarray:
+    """1.0 per chain that parsed (not None), was not truncated and whose three images have the
+    expected shapes, else 0.0."""
+    truncated = [False] * len(chains) if truncated is None else truncated
     out = np.zeros(len(chains), dtype=np.float64)
-    for i, (chain, size) in enumerate(zip(chains, gt_sizes, strict=True)):
-        if chain is None:
+    for i, (chain, size, cut) in enumerate(zip(chains, gt_sizes, truncated, strict=True)):
+        if chain is None or cut:
             continue
         shapes = expected_shapes(size)
         out[i] = float(all(image_problem(getattr(chain, b), shapes[b]) is None for b in IMAGE_BLOCKS))

@@ -1,14 +1,16 @@
 """Score a batch of completions against their ground truth with all four rewards at once.
 
 Completions are parsed once (`vlcot.parse`; a `VLCoTFormatError` becomes None, which every reward
-scores 0), each reward runs batched, and the combiner makes the total. This is what SFT
-evaluation and every GRPO rollout call.
+scores 0), each reward runs batched, and the combiner makes the total. A completion marked
+truncated (a length guard of the rollout closed one of its text blocks or cut it) scores format 0
+even when it parses. This is what SFT evaluation and every GRPO rollout (`score_rollout`) call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,21 +23,29 @@ from realsr_r1.rewards.generation import generation_reward
 from realsr_r1.rewards.understanding import load_embedder, understanding_reward
 from realsr_r1.vlcot import Completion, VLCoT, VLCoTFormatError, parse
 
+if TYPE_CHECKING:
+    from realsr_r1.policy.interface import Rollout
+
 REWARDS = ("format", "degradation", "understanding", "generation")
 
 
 @dataclass(frozen=True)
 class Truth:
-    """Ground truth of one sample: the degradation items, the tags and the GT image (uint8 HxWx3)."""
+    """Ground truth of one sample: the degradation items, the tags, the GT image (uint8 HxWx3) and
+    the tag vocabulary the tags were chosen from (`understanding.tag_vocabulary` of the dataset's
+    annotations; share one frozenset): the tags a caption may mention without being in the GT."""
 
     degradation: tuple[Item, ...]
     tags: tuple[str, ...]
     gt: np.ndarray
+    vocabulary: frozenset[str] = frozenset()
 
     @classmethod
-    def from_text(cls, degradation: str, tags: Sequence[str], gt: np.ndarray) -> Truth:
+    def from_text(
+        cls, degradation: str, tags: Sequence[str], gt: np.ndarray, vocabulary: Collection[str] = frozenset()
+    ) -> Truth:
         """Build from the degradation text (e.g. an annotation record's); raises ValueError if bad."""
-        return cls(tuple(from_text(degradation)), tuple(tags), gt)
+        return cls(tuple(from_text(degradation)), tuple(tags), gt, frozenset(vocabulary))
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,7 @@ class RewardBatch:
     rewards: dict[str, np.ndarray]
     total: np.ndarray
     non_finite: dict[str, int]
-    errors: list[str | None] = field(default_factory=list)  # the format error of each sample, or None
+    errors: list[str | None] = field(default_factory=list)  # why each sample scored format 0, or None
 
 
 def parse_all(completions: Sequence[Completion]) -> tuple[list[VLCoT | None], list[str | None]]:
@@ -62,22 +72,43 @@ def parse_all(completions: Sequence[Completion]) -> tuple[list[VLCoT | None], li
     return chains, errors
 
 
+TRUNCATED = "truncated: a length guard closed a text block or cut the sample"
+
+
 def score_batch(
-    completions: Sequence[Completion], truths: Sequence[Truth], params: RewardParams
+    completions: Sequence[Completion],
+    truths: Sequence[Truth],
+    params: RewardParams,
+    truncated: Sequence[bool] | None = None,
 ) -> RewardBatch:
-    """All four rewards and the weighted total for a batch of completions."""
+    """All four rewards and the weighted total; `truncated[i]` (a rollout's flag) zeroes format."""
     if len(completions) != len(truths):
         raise ValueError(f"{len(completions)} completions but {len(truths)} truths")
+    truncated = [False] * len(completions) if truncated is None else [bool(t) for t in truncated]
+    if len(truncated) != len(completions):
+        raise ValueError(f"{len(completions)} completions but {len(truncated)} truncation flags")
     chains, errors = parse_all(completions)
+    errors = [TRUNCATED if cut and err is None else err for cut, err in zip(truncated, errors, strict=True)]
     und = params.understanding
     embedder = load_embedder(und.model) if und.mode == "semantic" else None
     raw = {
-        "format": format_reward(chains, [t.gt.shape[:2] for t in truths]),
+        "format": format_reward(chains, [t.gt.shape[:2] for t in truths], truncated),
         "degradation": degradation_reward(chains, [t.degradation for t in truths]),
         "understanding": understanding_reward(
-            chains, [t.tags for t in truths], und.mode, und.threshold, und.max_ngram, embedder
+            chains,
+            [t.tags for t in truths],
+            und.mode,
+            und.threshold,
+            und.max_ngram,
+            embedder,
+            [t.vocabulary for t in truths],
         ),
         "generation": generation_reward(chains, [t.gt for t in truths], params.generation),
     }
     total, clean, counts = combine(raw, params.weights.model_dump())
     return RewardBatch(rewards=clean, total=total, non_finite=counts, errors=errors)
+
+
+def score_rollout(rollout: Rollout, truths: Sequence[Truth], params: RewardParams) -> RewardBatch:
+    """Score a policy rollout (row i against truths[i]), its truncation flags included."""
+    return score_batch(rollout.completions, truths, params, truncated=rollout.truncated.tolist())
