@@ -60,10 +60,10 @@ def test_readme_reward_example_gives_the_documented_scores() -> None:
     for args in commands:
         res = realsr(*args)
         assert res.returncode == 0, res.stderr
-        assert "degradation    0.6000" in res.stdout and "understanding  0.7500" in res.stdout, res.stdout
+        assert "degradation    0.6000" in res.stdout and "understanding  0.8571" in res.stdout, res.stdout
         assert "format         1.0000" in res.stdout
     scores = json.loads(realsr(*commands[0], "--json").stdout)
-    assert scores["total"] == pytest.approx(1.0 + 0.6 + 0.75 + scores["generation"])
+    assert scores["total"] == pytest.approx(1.0 + 0.6 + 6 / 7 + scores["generation"])
 
 
 def test_library_info_lines_only_with_verbose() -> None:
