@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from realsr_r1.policy.interface import Sampling
+from realsr_r1.policy.interface import TEACHER_FORCING, Sampling
 from realsr_r1.policy.layout import IMAGE
 from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
@@ -106,7 +106,7 @@ def test_save_load_identity(parts, tmp_path: Path) -> None:
     prompts = policy.prompts(list(to_uint8(chain.lr[:2])))
     batch = policy.targets(prompts, chains_of(chain, 2))
     with torch.no_grad():
-        assert torch.equal(back.score(batch).logprobs, policy.score(batch).logprobs)
+        assert torch.equal(back.score(batch, TEACHER_FORCING).logprobs, policy.score(batch, TEACHER_FORCING).logprobs)
     assert (tmp_path / "p/backbone/model.safetensors").is_file() and (tmp_path / "p/projector.safetensors").is_file()
     with pytest.raises(PolicyLoadError, match="missing policy.json"):
         TinyPolicy.from_pretrained(tmp_path / "nothing")
