@@ -94,7 +94,7 @@ def measure(policy: TinyPolicy, lr: np.ndarray, s: Sampling, repeats: int) -> tu
 
 def _status(key: str) -> int:
     """A /proc/self/status figure in bytes (VmRSS, VmHWM)."""
-    return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1)) * 1024
+    return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE).group(1)) * 1024
 
 
 def peak_bytes(fn) -> int:

@@ -78,7 +78,7 @@ def test_upscale_of_a_trained_checkpoint_says_nothing_about_training(checkpoint,
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
 def test_upscale_on_cuda_without_one_is_one_line(checkpoint, tmp_path: Path) -> None:
-    model, params = checkpoint
+    model, _ = checkpoint
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "ok.png")
     res = runner.invoke(app, ["upscale", str(tmp_path / "ok.png"), "-o", str(tmp_path / "x.png"), "--model", str(model), "--device", "cuda"])
     assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "sees no CUDA device" in res.output

@@ -10,8 +10,8 @@ trained the weights, `realsr_r1.policy.record`).
 from __future__ import annotations
 
 import json
-from functools import partial
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 

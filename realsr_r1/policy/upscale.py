@@ -20,7 +20,6 @@ from realsr_r1.policy.interface import Policy, Sampling
 from realsr_r1.vlcot import IMAGE_BLOCK_DOWNSCALE, IMAGE_BLOCKS, VLCoT
 
 
-
 @dataclass(frozen=True)
 class Upscaled:
     """The blended images (rough, middle, final) and the chain of the centre tile."""
