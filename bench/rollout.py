@@ -5,7 +5,13 @@ image blocks codes-only with exact counts), with and without the KV cache, at tw
 lengths (the text blocks' length cap sets the length), and the peer: `model.generate` on
 the same backbone, the same prompt and the same number of new tokens, sampling with the
 same temperature / top-p but no constraints. Best of `--repeats` interleaved timings each
-(the machine is shared). Prints the ratio engine / generate last.
+(the machine is shared). Before that ratio, the peak memory of `Policy.score` at vocabulary
+65,536, completion length 2,048, batch 4 (CPU, float32, no gradients), against one chunk's
+logits plus the backbone's own activations. Prints the ratio engine / generate last.
+
+Memory method: Linux's peak resident set (VmHWM in /proc/self/status), reset to the current
+RSS before each measured call (`echo 5 > /proc/self/clear_refs`); a figure is that peak minus
+the RSS before the call, so it counts every byte the call touched, torch's or not.
 
     python bench/rollout.py [--threads 2] [--repeats 3]
 """
@@ -13,8 +19,10 @@ same temperature / top-p but no constraints. Best of `--repeats` interleaved tim
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,12 +30,14 @@ import skimage.data
 import torch
 
 from realsr_r1.config import Params
-from realsr_r1.policy.interface import Sampling
+from realsr_r1.policy.interface import TEACHER_FORCING, Sampling, SequenceBatch
+from realsr_r1.policy.layout import IMAGE
 from realsr_r1.policy.settings import policy_config, sampling
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.corpus import text_corpus
 from realsr_r1.tokenizers.fit import ChainImages, fit_image_tokenizer, image_tokenizer_config
 from realsr_r1.tokenizers.image import KMeansConfig, to_tensor
+from realsr_r1.tokenizers.kmeans import KMeansTokenizer
 from realsr_r1.tokenizers.text import train_text_tokenizer
 
 G = 4
@@ -82,6 +92,43 @@ def measure(policy: TinyPolicy, lr: np.ndarray, s: Sampling, repeats: int) -> tu
     return tokens, t_engine, t_gen
 
 
+def _status(key: str) -> int:
+    """A /proc/self/status figure in bytes (VmRSS, VmHWM)."""
+    return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE).group(1)) * 1024
+
+
+def peak_bytes(fn) -> int:
+    """Peak RSS above the RSS at the start while `fn()` runs (the peak is reset first)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status("VmRSS")
+    fn()
+    return _status("VmHWM") - base
+
+
+def score_memory(policy: TinyPolicy, lr: np.ndarray, vocab: int = 65_536, length: int = 2_048, batch: int = 4) -> None:
+    """Peak memory of `score` with a big vocabulary: the tiny model, the codebook grown to fill it."""
+    k = vocab - policy.layout.text_vocab
+    codebook = torch.randn(k, policy.image_tokenizer.codebook.shape[1]) * 0.1
+    image_tok = KMeansTokenizer(replace(policy.image_tokenizer.config, codebook_size=k), codebook)
+    big = TinyPolicy.build(replace(policy.config, max_position=length + 256), policy.text_tokenizer, image_tok)
+    prompts = big.prompts([lr] * batch)
+    gen = torch.Generator().manual_seed(0)
+    codes = big.layout.code_offset + torch.randint(0, k, (batch, length), generator=gen)
+    kinds = torch.full((batch, length), IMAGE)  # every position sampled: the most work per position
+    seq = SequenceBatch(prompts, codes, torch.ones(batch, length, dtype=torch.bool), kinds)
+    ids = torch.cat([prompts.input_ids, codes], 1)
+    with torch.no_grad():
+        acts = peak_bytes(lambda: big.backbone.model(inputs_embeds=big.embed(ids, prompts.lr), use_cache=False))
+        peak = peak_bytes(lambda: big.score(seq, TEACHER_FORCING))
+    chunk = batch * big.score_chunk * vocab * 4
+    full = batch * length * vocab * 4
+    bound = 1.5 * chunk + acts
+    mib = lambda b: b / 2**20
+    print(f"score memory, vocabulary {vocab:,}, length {length:,}, batch {batch} (float32, no grad): peak {mib(peak):.0f} MiB; "
+          f"bound 1.5 x one chunk's logits ({mib(chunk):.0f} MiB) + the backbone's activations ({mib(acts):.0f} MiB) = "
+          f"{mib(bound):.0f} MiB: {'within' if peak <= bound else 'OVER'}; the whole logits would be {mib(full):.0f} MiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -100,6 +147,7 @@ def main() -> None:
         rows.append((tokens, t_engine, t_gen))
         print(f"text cap {cap:3d}: {tokens // G:4d} tokens/sample   engine (KV cache) {tokens / t_engine:7.0f} tokens/s   "
               f"model.generate (no constraints) {tokens / t_gen:7.0f} tokens/s")
+    score_memory(policy, lr)
     (n1, t1, _), (n2, t2, _) = rows
     print(f"cost growth with the cache: length x{n2 / n1:.2f} -> time x{t2 / t1:.2f} (linear: about equal)")
     t_plain, n_plain = min(run_engine(policy, lr, replace(base, max_text_tokens=16, use_cache=False), seed=r) for r in range(args.repeats))

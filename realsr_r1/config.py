@@ -336,6 +336,7 @@ class RolloutParams(Section):
     cfg: PositiveFloat | None = None  # classifier-free guidance on image codes (the paper: 0.8); null: off
     max_text_tokens: Annotated[int, Field(ge=1)] = 64  # a longer text block is closed by force (format 0)
     max_new_tokens: Annotated[int, Field(ge=1)] = 1024  # the runaway guard
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where rollouts and `realsr upscale` run; auto: cuda if available
 # ---------------------------------------------------------------------------------- publish
 class PublishParams(Section):
     """The release the `publish` stage uploads, and the gate "publish only if improved"."""

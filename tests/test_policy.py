@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from realsr_r1.policy.interface import Sampling
+from realsr_r1.policy.interface import TEACHER_FORCING, Sampling
 from realsr_r1.policy.layout import IMAGE
+from realsr_r1.policy.record import TrainingRecord
 from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.vlcot import Completion, VLCoT, parse
@@ -89,6 +91,29 @@ def test_score_is_a_differentiable_sft_loss(parts) -> None:
     policy.zero_grad(set_to_none=True)
 
 
+def test_score_takes_its_sampling_and_teacher_forcing_has_no_text_cap(parts) -> None:
+    """No silent default temperature or text cap: SFT targets with a caption longer than the
+    rollout's cap score under `TEACHER_FORCING` (temperature 1, no cap)."""
+    chain, policy = parts
+    prompts = policy.prompts(list(to_uint8(chain.lr[:2])))
+    long = [replace(c, final_understand=" ".join([UNDERSTANDING[0]] * 20)) for c in chains_of(chain, 2)]
+    batch = policy.targets(prompts, long)
+    with pytest.raises(TypeError):
+        policy.score(batch)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="leaves the VLCoT layout"):
+        policy.score(batch, Sampling())  # the rollout's 64-token cap refuses the long caption
+    with torch.no_grad():
+        scores = policy.score(batch, TEACHER_FORCING)
+        assert int(scores.text_mask[0].sum()) > 64 * 2 and torch.all(scores.logprobs[scores.sampled_mask] < 0)
+        # temperature 1 on image codes: the model's own softmax over the codes, computed here directly
+        p = prompts.input_ids.shape[1]
+        logits = policy.logits(torch.cat([prompts.input_ids, batch.completion_ids], 1), prompts.lr)[:, p - 1 : -1]
+        codes = torch.log_softmax(logits[..., policy.layout.code_offset :], -1)
+        img = scores.image_mask
+        want = codes[img].gather(-1, (batch.completion_ids[img] - policy.layout.code_offset).unsqueeze(-1)).squeeze(-1)
+        assert (scores.logprobs[img] - want).abs().max() < 1e-5
+
+
 def test_the_lr_enters_through_the_projector(parts) -> None:
     chain, policy = parts
     a = policy.prompts(list(to_uint8(chain.lr[:1])))
@@ -106,10 +131,22 @@ def test_save_load_identity(parts, tmp_path: Path) -> None:
     prompts = policy.prompts(list(to_uint8(chain.lr[:2])))
     batch = policy.targets(prompts, chains_of(chain, 2))
     with torch.no_grad():
-        assert torch.equal(back.score(batch).logprobs, policy.score(batch).logprobs)
+        assert torch.equal(back.score(batch, TEACHER_FORCING).logprobs, policy.score(batch, TEACHER_FORCING).logprobs)
     assert (tmp_path / "p/backbone/model.safetensors").is_file() and (tmp_path / "p/projector.safetensors").is_file()
     with pytest.raises(PolicyLoadError, match="missing policy.json"):
         TinyPolicy.from_pretrained(tmp_path / "nothing")
+    # the training record: empty for a built policy, appended by training, kept by save/load
+    assert back.record == TrainingRecord() and not back.record.trained
+    back.record = back.record.then("sft", steps=3)
+    back.save_pretrained(tmp_path / "q")
+    again = TinyPolicy.from_pretrained(tmp_path / "q")
+    assert again.record.trained and again.record.runs == ({"stage": "sft", "steps": 3},)
+    assert again.record.describe() == "trained by sft"
+    (tmp_path / "q/training.json").write_text("{}")
+    with pytest.raises(ValueError, match="training.json: not a training record"):
+        TinyPolicy.from_pretrained(tmp_path / "q")
+    (tmp_path / "q/training.json").unlink()
+    assert TinyPolicy.from_pretrained(tmp_path / "q").record is None  # older checkpoint: unknown
 
 
 def test_lr_as_image_codes() -> None:

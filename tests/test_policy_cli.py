@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import skimage.data
+import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
 from realsr_r1.cli import app
+from realsr_r1.policy.record import TrainingRecord, write_record
 from realsr_r1.policy.upscale import feather, tile_origins
 from realsr_r1.tokenizers.image import save_image_tokenizer
 from tests.chain_data import tiny_chain
@@ -51,6 +55,33 @@ def test_upscale_rgba_photo_writes_4x_rgb_and_steps(checkpoint, tmp_path: Path) 
     assert Image.open(tmp_path / "steps/middle_image.png").size == (200, 150)
     assert Image.open(tmp_path / "steps/rough_image.png").size == (100, 75)
     assert "degradation:" in res.output and "final understanding:" in res.output
+    # said up front: the checkpoint is untrained, how many tiles, and the time measured on the first batch
+    assert "is untrained (the initial random weights written by init-policy)" in res.output
+    assert "48 tiles of 16x16 px on cpu" in res.output
+    assert re.search(r"estimated time: [\d.]+ s \([\d.]+ s per tile x 48 tiles, measured on the first 32\)", res.output)
+    # and the length guard in words: what it means and what to change
+    assert "48 of 48 tiles never closed a text block within rollout.max_text_tokens=6 tokens" in res.output
+    assert "raise rollout.max_text_tokens" in res.output
+
+
+def test_upscale_of_a_trained_checkpoint_says_nothing_about_training(checkpoint, tmp_path: Path) -> None:
+    model, params = checkpoint
+    trained = tmp_path / "trained"
+    shutil.copytree(model, trained)
+    write_record(TrainingRecord().then("sft", steps=10), trained)
+    Image.fromarray(skimage.data.chelsea()).resize((16, 16)).save(tmp_path / "cat.png")
+    res = runner.invoke(app, ["upscale", str(tmp_path / "cat.png"), "-o", str(tmp_path / "o.png"), "--model", str(trained),
+                              "--params", str(params), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "untrained" not in res.output and "1 tiles of 16x16 px on cpu" in res.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
+def test_upscale_on_cuda_without_one_is_one_line(checkpoint, tmp_path: Path) -> None:
+    model, _ = checkpoint
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "ok.png")
+    res = runner.invoke(app, ["upscale", str(tmp_path / "ok.png"), "-o", str(tmp_path / "x.png"), "--model", str(model), "--device", "cuda"])
+    assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "sees no CUDA device" in res.output
 
 
 def test_upscale_grey_and_tiny_inputs(checkpoint, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The rollout engine: well-formed groups from an untrained model, log-probs that match a
-teacher-forced pass, sampled (not greedy) text, the length guards, CFG and expected decoding."""
+teacher-forced pass, sampled (not greedy) text, the length guards, CFG and expected decoding,
+the model's device for every tensor made, and chunked scoring against the full computation."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from realsr_r1.policy.interface import Sampling
+from realsr_r1.policy.layout import FORCED, IMAGE
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.vlcot import IMAGE_BLOCKS, VLCoTFormatError, parse
@@ -117,3 +121,83 @@ def test_ragged_groups_leave_the_batch_consistently(setup) -> None:
         scores_cfg = policy.score(out_cfg.batch, guided)
     mask = out_cfg.batch.completion_mask
     assert (scores_cfg.logprobs[mask] - out_cfg.logprobs[mask]).abs().max() < 1e-4
+
+
+class DeviceLog(TorchDispatchMode):
+    """Every device a tensor (or a generator) touched by an operator lives on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.devices: dict[str, set[str]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for x in tree_leaves((args, kwargs or {}, out)):
+            if isinstance(x, torch.Tensor | torch.Generator):
+                self.devices.setdefault(str(x.device), set()).add(str(func))
+        return out
+
+
+def test_rollout_and_score_create_nothing_off_the_model_device(setup) -> None:
+    """The default device is `meta` while the model sits on the CPU: a tensor (pointer, mask,
+    generator, cache counter) made without naming the model's device would land on meta, and
+    shows up here or breaks the step. What holds on the CPU this way holds on CUDA."""
+    policy, prompts = setup
+    guided = replace(SAMPLING, cfg=0.8, image_top_k=10, max_text_tokens=6)
+    log = DeviceLog()
+    with torch.device("meta"), log:
+        out = policy.rollout(prompts, 2, guided, seed=11)
+        scores = policy.score(out.batch, guided)
+        scores.logprobs.sum().backward()  # the checkpointed chunks are recomputed here
+    policy.zero_grad(set_to_none=True)
+    assert set(log.devices) == {str(policy.device)}, {d: sorted(f)[:5] for d, f in log.devices.items()}
+    assert "aten.multinomial.default" in log.devices[str(policy.device)]  # the generator was checked too
+
+
+def test_rollout_keeps_the_slot_kinds_that_a_replay_would_find(setup) -> None:
+    policy, prompts = setup
+    out = policy.rollout(prompts, 2, SAMPLING, seed=12)
+    batch, mask = out.batch, out.batch.completion_mask
+    replayed = policy.layout.replay(batch.completion_ids, mask, SAMPLING.max_text_tokens)
+    assert torch.equal(replayed[mask], batch.kinds[mask])
+    with torch.no_grad():
+        kept = policy.score(batch, SAMPLING).logprobs
+        again = policy.score(replace(batch, kinds=None), SAMPLING).logprobs
+    assert torch.equal(kept, again)
+
+
+def test_chunked_score_equals_a_full_log_softmax_with_its_gradient(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 7 positions (boundaries inside text and image blocks) against the plain
+    computation over the whole (B, L, V) logits, CFG on, values and parameter gradients."""
+    policy, prompts = setup
+    s = replace(SAMPLING, cfg=0.8, temperature=1.3)
+    out = policy.rollout(prompts, 2, s, seed=13)
+    batch, mask, kinds = out.batch, out.batch.completion_mask, out.batch.kinds
+    comp, p, n = batch.completion_ids, batch.prompt.input_ids.shape[1], len(out)
+
+    def reference() -> tuple[torch.Tensor, torch.Tensor]:
+        both = torch.cat([torch.cat([batch.prompt.input_ids, comp], 1), torch.cat([batch.prompt.uncond_ids, comp], 1)])
+        logits = policy.logits(both, batch.prompt.lr)[:, p - 1 : -1]
+        cond, uncond = logits[:n], logits[n:]
+        image = (kinds == IMAGE).unsqueeze(-1)
+        guided = torch.where(image, uncond + 0.8 * (cond - uncond), cond)
+        temp = torch.where(image, s.image_temperature, s.temperature)
+        logp = torch.log_softmax((guided / temp).masked_fill(~policy.layout.allowed[kinds], float("-inf")), -1)
+        lp = logp.gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+        return torch.where((kinds == FORCED) | ~mask, 0.0, lp), torch.logsumexp(guided, -1)
+
+    def loss_and_grads(lp: torch.Tensor, log_z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        loss = lp[mask].sum() + 1e-2 * log_z[mask].pow(2).sum()
+        grads = torch.autograd.grad(loss, [q for q in policy.parameters()], allow_unused=True)
+        return loss, [torch.zeros(1) if g is None else g for g in grads]
+
+    monkeypatch.setattr(policy, "score_chunk", 7)
+    scores = policy.score(batch, s)
+    ref_lp, ref_z = reference()
+    assert (scores.logprobs - ref_lp).abs().max() < 1e-4 and (scores.log_z - ref_z).abs().max() < 1e-4
+    loss, grads = loss_and_grads(scores.logprobs, scores.log_z)
+    ref_loss, ref_grads = loss_and_grads(ref_lp, ref_z)
+    assert abs((loss - ref_loss).item()) < 1e-3 * abs(ref_loss.item())
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(g, r, rtol=1e-3, atol=1e-5)
+    assert sum(float(g.abs().sum()) for g in grads) > 0

@@ -38,10 +38,36 @@ def init_policy(
     typer.echo(f"wrote {out} ({n / 1e6:.2f} M parameters, vocabulary {policy.layout.vocab_size})")
 
 
+def duration(seconds: float) -> str:
+    """5 min 39 s, 12.3 s: what a person reads at a glance."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {secs} s"
+
+
+def guard_notes(capped: int, unfinished: int, tiles: int, max_text_tokens: int | None, max_new_tokens: int) -> list[str]:
+    """What "tiles hit a length guard" means for the picture, and what to change."""
+    notes = []
+    if capped:
+        notes.append(
+            f"{capped} of {tiles} tiles never closed a text block within rollout.max_text_tokens={max_text_tokens} "
+            "tokens, so the text was cut there (their images were still generated). A model before SFT never "
+            "closes its texts, so this is expected of it; for a trained model, raise rollout.max_text_tokens in --params."
+        )
+    if unfinished:
+        notes.append(
+            f"{unfinished} of {tiles} tiles did not finish their chain within rollout.max_new_tokens={max_new_tokens} "
+            "tokens: those tiles show plain bicubic upscaling, not the model's output. Raise rollout.max_new_tokens "
+            "in --params."
+        )
+    return notes
+
+
 @app.command()
 @one_line_errors(
     "realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", "realsr_r1.policy.tiny:PolicyLoadError",
-    "realsr_r1.tokenizers.image:TokenizerError", FileNotFoundError,
+    "realsr_r1.tokenizers.image:TokenizerError", FileNotFoundError, ValueError,
 )
 def upscale(
     image: Annotated[Path, typer.Argument(help="photo to upscale (any size; gray and RGBA are fine)")],
@@ -51,24 +77,44 @@ def upscale(
     steps_dir: Annotated[Path | None, typer.Option("--steps-dir", help="also write the rough and middle images here")] = None,
     seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
     overlap: Annotated[int, typer.Option("--overlap", help="tile overlap in LR pixels")] = 4,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto | cpu | cuda (default: rollout.device of --params; auto: cuda if available)")
+    ] = None,
     params: ParamsOption = None,
 ) -> None:
     """Restore and upscale a photo with the VLCoT chain, tile by tile."""
     from realsr_r1.data.images import read_photo, write_png
-    from realsr_r1.policy.settings import sampling
+    from realsr_r1.policy.settings import resolve_device, sampling
     from realsr_r1.policy.tiny import load_policy
+    from realsr_r1.policy.upscale import tile_count
     from realsr_r1.policy.upscale import upscale as run_upscale
 
+    p = _params(params)
+    where = resolve_device(device or p.rollout.device)
     photo = read_photo(image)
-    policy = load_policy(model)
-    result = run_upscale(policy, photo, sampling(_params(params)), seed=seed, overlap=overlap)
+    policy = load_policy(model, where)
+    if policy.record is not None and not policy.record.trained:
+        typer.echo(
+            f"note: {model} is {policy.record.describe()}: expect noise for images and random words for text. "
+            "Upscale with a trained checkpoint (after `dvc repro sft`) for real results.",
+            err=True,
+        )
+    h, w = photo.shape[:2]
+    tiles = tile_count(h, w, policy.lr_size, overlap)
+    typer.echo(f"{image.name}: {w}x{h}, {tiles} tiles of {policy.lr_size}x{policy.lr_size} px on {where}; timing the first batch ...", err=True)
+    estimate = lambda total, per_tile, n: typer.echo(
+        f"estimated time: {duration(total)} ({per_tile:.2f} s per tile x {tiles} tiles, measured on the first {n})", err=True
+    )
+    s = sampling(p)
+    result = run_upscale(policy, photo, s, seed=seed, overlap=overlap, on_estimate=estimate)
     write_png(out, result.images["final_image"])
     if steps_dir is not None:
         for block in ("rough_image", "middle_image"):
             write_png(steps_dir / f"{block}.png", result.images[block])
-    h, w = photo.shape[:2]
     fh, fw = result.images["final_image"].shape[:2]
     typer.echo(f"{image.name}: {w}x{h} -> {fw}x{fh} in {result.tiles} tiles, wrote {out}")
+    for note in guard_notes(result.capped, result.unfinished, result.tiles, s.max_text_tokens, s.max_new_tokens):
+        typer.echo(f"note: {note}", err=True)
     if show_cot:
         chain = result.chain
         if chain is None:

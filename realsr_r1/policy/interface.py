@@ -27,9 +27,14 @@ class Sampling:
     image_temperature: float = 0.9
     image_top_k: int = 0  # image codes (0: off)
     cfg: float | None = None  # classifier-free guidance scale on image codes (the paper: 0.8); None: off
-    max_text_tokens: int = 64  # a text block this long is closed by force (the sample is truncated)
+    max_text_tokens: int | None = 64  # a text block this long is closed by force (truncated); None: no cap
     max_new_tokens: int = 1024  # a sample not finished by then is cut (truncated)
     use_cache: bool = True
+
+
+# What SFT scores its targets under: the model's own distribution (temperature 1, no cut, no
+# guidance) and no text cap, so a long caption is trained on rather than refused.
+TEACHER_FORCING = Sampling(temperature=1.0, top_p=1.0, image_temperature=1.0, image_top_k=0, cfg=None, max_text_tokens=None)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,9 @@ class PromptBatch:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def to(self, device: torch.device) -> PromptBatch:
+        return PromptBatch(self.input_ids.to(device), self.uncond_ids.to(device), self.lr.to(device))
 
     def repeat(self, group_size: int) -> PromptBatch:
         """Each prompt `group_size` times in a row (a GRPO group is contiguous)."""
@@ -56,6 +64,13 @@ class SequenceBatch:
     prompt: PromptBatch
     completion_ids: torch.Tensor  # (B, L) long, padded with the pad id
     completion_mask: torch.Tensor  # (B, L) bool: real completion tokens (eos included)
+    # (B, L) long: the slot kind of each position as the rollout saw it (layout.FORCED, IMAGE,
+    # text kinds); None (SFT targets): `score` derives it by replaying the layout, which also checks it
+    kinds: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> SequenceBatch:
+        kinds = None if self.kinds is None else self.kinds.to(device)
+        return SequenceBatch(self.prompt.to(device), self.completion_ids.to(device), self.completion_mask.to(device), kinds)
 
 
 @dataclass(frozen=True)
@@ -105,8 +120,11 @@ class Policy(ABC, torch.nn.Module):
         """Teacher-forcing sequences: chains with uint8 RGB images at 1/4, 1/2 and full GT size."""
 
     @abstractmethod
-    def score(self, batch: SequenceBatch, sampling: Sampling = Sampling()) -> TokenScores:
-        """Teacher-forced per-token log-probs (differentiable), with the rollout's constraints."""
+    def score(self, batch: SequenceBatch, sampling: Sampling) -> TokenScores:
+        """Teacher-forced per-token log-probs (differentiable), with the rollout's constraints.
+
+        `sampling` has no default on purpose: SFT scores under `TEACHER_FORCING`, GRPO under the
+        rollout's own sampling; a silent default would train at the wrong temperature."""
 
     @abstractmethod
     def rollout(self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0) -> Rollout:
@@ -115,6 +133,11 @@ class Policy(ABC, torch.nn.Module):
     @abstractmethod
     def save_pretrained(self, path: str | Path) -> None:
         """Write safetensors + JSON config + tokenizers into `path`."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live; every tensor the engine creates goes there too."""
+        return next(self.parameters()).device
 
     @property
     @abstractmethod

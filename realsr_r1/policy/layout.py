@@ -86,7 +86,14 @@ class Layout:
         self.grid = {n: ids(tt.grid_token(n)) for n in range(1, max_grid + 1)}
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_encoder.values())))
         self.allowed = self._allowed_table()
+        self.blocked = ~self.allowed  # kept so a step masks without building the negation
         self.program = self._program()
+
+    def to(self, device: torch.device) -> Layout:
+        """Move the tables the engine indexes (allowed ids, program) to `device`, in place."""
+        self.special_ids, self.allowed, self.blocked = (t.to(device) for t in (self.special_ids, self.allowed, self.blocked))
+        self.program = Program(self.program.kinds.to(device), self.program.tokens.to(device))
+        return self
 
     # ----------------------------------------------------------------------------- kinds
     def _allowed_table(self) -> torch.Tensor:
@@ -138,14 +145,20 @@ class Layout:
         forced(self.pad)  # sentinel
         return Program(torch.tensor(kinds), torch.tensor(tokens))
 
-    def max_completion_length(self, max_text_tokens: int) -> int:
+    def max_completion_length(self, max_text_tokens: int | None) -> int | None:
         """The longest completion the program allows: every text block at its cap plus its close."""
+        if max_text_tokens is None:
+            return None
         text_slots = len(TEXT_BLOCKS)
         return self.program.length - text_slots + text_slots * (max_text_tokens + 1)
 
-    def slots(self, ptr: torch.Tensor, text_len: torch.Tensor, max_text_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def slots(
+        self, ptr: torch.Tensor, text_len: torch.Tensor, max_text_tokens: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Effective kind and forced token per row; a text slot at its length cap forces its close."""
         kind = self.program.kinds[ptr]
+        if max_text_tokens is None:
+            return kind, self.program.tokens[ptr]
         capped = (kind >= 2) & (text_len >= max_text_tokens)
         return torch.where(capped, FORCED, kind), self.program.tokens[ptr]
 
@@ -155,16 +168,16 @@ class Layout:
         ptr = torch.where(stay, ptr, (ptr + 1).clamp(max=self.program.length))
         return ptr, torch.where(stay, text_len + 1, torch.zeros_like(text_len))
 
-    def replay(self, completion: torch.Tensor, valid: torch.Tensor, max_text_tokens: int) -> torch.Tensor:
+    def replay(self, completion: torch.Tensor, valid: torch.Tensor, max_text_tokens: int | None) -> torch.Tensor:
         """Effective slot kind of every completion position (B, L), as the rollout saw it.
 
         Raises if a sequence leaves the layout (a forced token differs, an id outside its slot's
         allowed set, or a text block longer than `max_text_tokens`).
         """
         b, length = completion.shape
-        ptr = torch.zeros(b, dtype=torch.long)
-        text_len = torch.zeros(b, dtype=torch.long)
-        kinds = torch.full((b, length), FORCED, dtype=torch.long)
+        ptr = torch.zeros(b, dtype=torch.long, device=completion.device)
+        text_len = torch.zeros_like(ptr)
+        kinds = torch.full((b, length), FORCED, dtype=torch.long, device=completion.device)
         for t in range(length):
             kind, forced_token = self.slots(ptr, text_len, max_text_tokens)
             kinds[:, t] = kind

@@ -9,7 +9,7 @@ truncated (the format reward gives it 0). All rows step together, one token per 
 the state is a few tensors and a step costs no Python per row; a finished row leaves the
 batch and the KV cache, so ragged group lengths cost no wasted forwards. The log-prob kept for each
 token is that of the constrained, temperature-scaled distribution (before top-p / top-k),
-which `constrained_logprobs` recomputes identically from a teacher-forced pass.
+which `teacher_forced_logprobs` recomputes identically from a teacher-forced pass.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class StepModel(Protocol):
     """What the engine needs of a backbone: prefill a prompt batch, then one token at a time."""
 
     layout: Layout
+    device: torch.device
 
     def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None) -> tuple[torch.Tensor, Any]:
         """Logits of the next token (B, V) and a cache for `cache_len` positions (None: no cache)."""
@@ -51,19 +52,38 @@ def guide(cond: torch.Tensor, uncond: torch.Tensor | None, image_rows: torch.Ten
 
 
 def constrained_logits(logits: torch.Tensor, kinds: torch.Tensor, layout: Layout, sampling: Sampling) -> torch.Tensor:
-    """Mask each position to its slot's allowed ids and divide by its temperature."""
-    masked = logits.masked_fill(~layout.allowed[kinds], float("-inf"))
-    temp = torch.where(kinds == IMAGE, sampling.image_temperature, sampling.temperature)
-    return masked / temp.unsqueeze(-1).to(logits.dtype)
+    """Float32 logits divided by each position's temperature and masked to its slot's allowed ids.
+
+    One new (rows, V) tensor: the mask is applied in place on the division's result."""
+    temp = torch.where(kinds == IMAGE, sampling.image_temperature, sampling.temperature).unsqueeze(-1)
+    return (logits.float() / temp).masked_fill_(layout.blocked[kinds], float("-inf"))
 
 
-def constrained_logprobs(
-    logits: torch.Tensor, tokens: torch.Tensor, kinds: torch.Tensor, layout: Layout, sampling: Sampling
-) -> torch.Tensor:
-    """Log-prob of `tokens` under the constrained distribution; 0 at forced positions."""
-    logp = torch.log_softmax(constrained_logits(logits, kinds, layout, sampling).float(), dim=-1)
-    picked = logp.gather(-1, tokens.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return torch.where(kinds == FORCED, torch.zeros_like(picked), picked)
+def picked_logprobs(scaled: torch.Tensor, tokens: torch.Tensor, kinds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of `tokens` under `scaled` (0 at forced positions) and the normaliser logsumexp.
+
+    Only the chosen logit is gathered: no log-softmax over the whole vocabulary is kept."""
+    lse = torch.logsumexp(scaled, dim=-1)
+    picked = scaled.gather(-1, tokens.clamp(min=0).unsqueeze(-1)).squeeze(-1) - lse
+    return torch.where(kinds == FORCED, torch.zeros_like(picked), picked), lse
+
+
+def teacher_forced_logprobs(
+    cond: torch.Tensor, uncond: torch.Tensor | None, tokens: torch.Tensor, kinds: torch.Tensor, layout: Layout, sampling: Sampling
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, V) logits of scored positions -> (log-prob of `tokens`, log Z of the raw logits).
+
+    Rows go through in blocks of an eighth, so the temporaries (guided and scaled copies, the
+    logsumexp's own) stay a fraction of the logits the caller holds."""
+    block = max(1, -(-len(cond) // 8))
+    out_lp, out_z = [], []
+    for s in range(0, len(cond), block):
+        rows = slice(s, s + block)
+        k = kinds[rows]
+        logits = guide(cond[rows], None if uncond is None else uncond[rows], k == IMAGE, sampling.cfg)
+        out_z.append(torch.logsumexp(logits.float(), dim=-1))
+        out_lp.append(picked_logprobs(constrained_logits(logits, k, layout, sampling), tokens[rows], k)[0])
+    return torch.cat(out_lp), torch.cat(out_z)
 
 
 def _filter(scaled: torch.Tensor, kinds: torch.Tensor, sampling: Sampling) -> torch.Tensor:
@@ -100,24 +120,33 @@ class RawRollout:
 def generate(
     model: StepModel, prompts: PromptBatch, sampling: Sampling, seed: int = 0, keep_image_probs: bool = False
 ) -> RawRollout:
-    """Sample one completion per prompt row (repeat the batch for groups)."""
-    layout = model.layout
+    """Sample one completion per prompt row (repeat the batch for groups).
+
+    Every tensor made here lives on the model's device (the generator too); the only host syncs
+    are a few booleans per step that decide whether to sample and when rows leave."""
+    device = model.device
+    layout = model.layout.to(device)
     kinds_of = layout.program.kinds
+    prompts = prompts.to(device)
     n = len(prompts)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     use_cfg = sampling.cfg is not None
     # with CFG the LR-blanked prompts ride along as rows n..2n-1 of the same forward passes
     history = torch.cat([prompts.input_ids, prompts.uncond_ids]) if use_cfg else prompts.input_ids
     lr = prompts.lr
-    steps = min(sampling.max_new_tokens, layout.max_completion_length(sampling.max_text_tokens))
+    longest = layout.max_completion_length(sampling.max_text_tokens)
+    steps = sampling.max_new_tokens if longest is None else min(sampling.max_new_tokens, longest)
     logits, cache = model.prefill(history, lr, history.shape[1] + steps if sampling.use_cache else None)
-    ptr = torch.zeros(n, dtype=torch.long)
-    text_len = torch.zeros(n, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
-    capped_any = torch.zeros(n, dtype=torch.bool)
-    zeros = torch.zeros(n)
-    active = torch.arange(n)  # rows still in the batch: finished rows leave it (and the cache)
-    out_ids, out_lp, out_kind, out_valid, probs_kept = [], [], [], [], []
+    ptr = torch.zeros(n, dtype=torch.long, device=device)
+    text_len = torch.zeros_like(ptr)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    capped_any = torch.zeros_like(done)
+    zeros = torch.zeros(n, device=device)
+    active = torch.arange(n, device=device)  # rows still in the batch: finished rows leave it (and the cache)
+    image_probs, image_slot = None, torch.zeros_like(ptr)
+    if keep_image_probs:  # filled in place: row r's j-th image code distribution at [r, j]
+        image_probs = torch.zeros(n, int((kinds_of == IMAGE).sum()), layout.codebook_size, device=device)
+    out_ids, out_lp, out_kind, out_valid = [], [], [], []
     for _ in range(steps):
         kinds, forced_token = layout.slots(ptr, text_len, sampling.max_text_tokens)
         forced = kinds == FORCED
@@ -128,16 +157,18 @@ def generate(
             image_rows = a_kinds == IMAGE
             if use_cfg:
                 logits = guide(logits[: len(active)], logits[len(active) :], image_rows, sampling.cfg)
-            scaled = constrained_logits(logits, a_kinds, layout, sampling).float()
-            logp = torch.log_softmax(scaled, dim=-1)
+            scaled = constrained_logits(logits, a_kinds, layout, sampling)
             probs = _filter(scaled, a_kinds, sampling).softmax(-1)
             a_token = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
             a_token = torch.where(a_forced, forced_token[active], a_token)
             token[active] = a_token
-            lp[active] = torch.where(a_forced, zeros[: len(active)], logp.gather(-1, a_token.unsqueeze(-1)).squeeze(-1))
-            if keep_image_probs:
-                probs_kept.append((active[image_rows], logp[image_rows, layout.code_offset :].exp()))
+            lp[active], lse = picked_logprobs(scaled, a_token, a_kinds)
+            if image_probs is not None:
+                rows = active[image_rows]
+                code_logits = scaled[image_rows, layout.code_offset :] - lse[image_rows].unsqueeze(-1)
+                image_probs[rows, image_slot[rows]] = code_logits.exp()
         token = torch.where(done, layout.pad, token)
+        image_slot += (kinds == IMAGE) & ~done
         out_ids.append(token)
         out_lp.append(torch.where(done, zeros, lp))
         out_kind.append(torch.where(done, FORCED, kinds))
@@ -159,17 +190,6 @@ def generate(
         next_kinds, _ = layout.slots(ptr[active], text_len[active], sampling.max_text_tokens)
         need_logits = not bool((next_kinds == FORCED).all())
         logits, cache = model.step(fed, cache, history, lr[active], need_logits)
-    image_probs = None
-    if keep_image_probs:
-        per_row: list[list[torch.Tensor]] = [[] for _ in range(n)]
-        for rows, p in probs_kept:
-            for r, row_probs in zip(rows.tolist(), p, strict=True):
-                per_row[r].append(row_probs)
-        slots = int((kinds_of == IMAGE).sum())
-        k = layout.codebook_size
-        image_probs = torch.stack(
-            [torch.stack(r + [torch.zeros(k)] * (slots - len(r))) if r else torch.zeros(slots, k) for r in per_row]
-        )
     return RawRollout(
         completion_ids=torch.stack(out_ids, 1),
         completion_mask=torch.stack(out_valid, 1),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from realsr_r1.atomic import atomic_dir
 from realsr_r1.config import Params
 from realsr_r1.policy.interface import Sampling
@@ -34,10 +36,22 @@ def sampling(params: Params, use_cache: bool = True) -> Sampling:
     )
 
 
+def resolve_device(name: str) -> torch.device:
+    """`auto`: cuda when torch sees one, else cpu; `cuda` without one is one clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device 'cuda' asked for, but torch {torch.__version__} sees no CUDA device (use cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
 def write_initial_policy(params: Params, tokenizer_dir: str | Path, out: str | Path) -> TinyPolicy:
     """Build the untrained policy from params and the tokenizer stage's output; save it atomically.
 
     The checkpoint SFT starts from; shared by `realsr init-policy` and the `init_policy` stage.
+    Its training record is empty, so whatever loads it can tell that it is untrained.
     """
     tokenizer_dir = Path(tokenizer_dir)
     policy = TinyPolicy.build(

@@ -3,13 +3,15 @@ for text and image codes, and a continuous patch projector for the LR input (Jan
 decoupled understanding input) or, optionally, the LR as image codes (Lumina-mGPT style).
 
 Saved as a directory: `policy.json` (this config), `backbone/` (the Llama, safetensors),
-`projector.safetensors`, `tokenizer/` (text) and `image_tokenizer/`.
+`projector.safetensors`, `tokenizer/` (text), `image_tokenizer/` and `training.json` (what
+trained the weights, `realsr_r1.policy.record`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,11 +19,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, StaticCache
 
 from realsr_r1.policy import rollout as engine
 from realsr_r1.policy.interface import Policy, PromptBatch, Rollout, Sampling, SequenceBatch, TokenScores
 from realsr_r1.policy.layout import FORCED, IMAGE, Layout
+from realsr_r1.policy.record import TrainingRecord, read_record, write_record
 from realsr_r1.tokenizers.image import ImageTokenizer, load_image_tokenizer, patchify, to_tensor, to_uint8
 from realsr_r1.tokenizers.text import load_text_tokenizer
 from realsr_r1.vlcot import (
@@ -35,7 +39,6 @@ from realsr_r1.vlcot import (
 )
 
 CONFIG_FILE = "policy.json"
-DEFAULT_SAMPLING = Sampling()
 
 
 class PolicyLoadError(FileNotFoundError):
@@ -77,7 +80,12 @@ class PatchProjector(nn.Module):
 
 
 class TinyPolicy(Policy):
-    """Llama decoder + projector + the two tokenizers; implements `Policy` and `StepModel`."""
+    """Llama decoder + projector + the two tokenizers; implements `Policy` and `StepModel`.
+
+    The image tokenizer stays on the CPU (images are decoded to uint8 there anyway); everything
+    else follows `.to(device)`, the layout's tables included."""
+
+    score_chunk = 256  # positions whose logits `score` holds at once
 
     def __init__(
         self,
@@ -91,6 +99,7 @@ class TinyPolicy(Policy):
         self.backbone = backbone
         self.text_tokenizer = text_tokenizer
         self.image_tokenizer = image_tokenizer
+        self.record: TrainingRecord | None = TrainingRecord()  # what trained these weights (None: unknown)
         f = image_tokenizer.factor
         for block, down in IMAGE_BLOCK_DOWNSCALE.items():
             if (config.gt_size // down) % f:
@@ -109,6 +118,12 @@ class TinyPolicy(Policy):
         self.projector = (
             PatchProjector(config.lr_patch, slots, config.hidden_size) if config.lr_input == "projector" else None
         )
+
+    def _apply(self, fn: Any, recurse: bool = True) -> TinyPolicy:
+        """`.to()`, `.cuda()`, ...: the layout's tables follow the parameters."""
+        super()._apply(fn, recurse)
+        self.layout.to(self.device)
+        return self
 
     # ------------------------------------------------------------------------ building
     @staticmethod
@@ -146,6 +161,8 @@ class TinyPolicy(Policy):
             save_file({k: v.contiguous() for k, v in self.projector.state_dict().items()}, str(path / "projector.safetensors"))
         self.text_tokenizer.save_pretrained(path / "tokenizer")
         save_image_tokenizer(self.image_tokenizer, path / "image_tokenizer")
+        if self.record is not None:
+            write_record(self.record, path)
 
     @staticmethod
     def from_pretrained(path: str | Path) -> TinyPolicy:
@@ -157,6 +174,7 @@ class TinyPolicy(Policy):
         policy = TinyPolicy(config, backbone, load_text_tokenizer(path / "tokenizer"), load_image_tokenizer(path / "image_tokenizer"))
         if policy.projector is not None:
             policy.projector.load_state_dict(load_file(str(path / "projector.safetensors")))
+        policy.record = read_record(path)
         return policy.eval()
 
     @property
@@ -189,11 +207,11 @@ class TinyPolicy(Policy):
         codes = self.image_tokenizer.encode(lr_t) if self.config.lr_input == "codes" else None
         cond = [self.layout.prompt_ids(None if codes is None else codes[i]) for i in range(len(lr_t))]
         uncond = [self.layout.prompt_ids(None if codes is None else codes[i], unconditional=True) for i in range(len(lr_t))]
-        return PromptBatch(torch.tensor(cond), torch.tensor(uncond), lr_t)
+        return PromptBatch(torch.tensor(cond), torch.tensor(uncond), lr_t).to(self.device)
 
     def image_codes(self, images: list[np.ndarray], lr: torch.Tensor) -> torch.Tensor:
         """uint8 chain images of one size -> (N, h, w) codes (residual over bicubic(LR) if so)."""
-        return self.image_tokenizer.encode(to_tensor(list(images)), lr)
+        return self.image_tokenizer.encode(to_tensor(list(images)), lr.cpu())
 
     def targets(self, prompts: PromptBatch, chains: list[VLCoT]) -> SequenceBatch:
         codes = {b: self.image_codes([getattr(c, b) for c in chains], prompts.lr) for b in IMAGE_BLOCKS}
@@ -207,29 +225,54 @@ class TinyPolicy(Policy):
     def logits(self, ids: torch.Tensor, lr: torch.Tensor | None) -> torch.Tensor:
         return self.backbone(inputs_embeds=self.embed(ids, lr), use_cache=False).logits
 
-    def score(self, batch: SequenceBatch, sampling: Sampling = DEFAULT_SAMPLING) -> TokenScores:
-        p = batch.prompt.input_ids.shape[1]
-        comp = batch.completion_ids
-        kinds = self.layout.replay(comp, batch.completion_mask, sampling.max_text_tokens)
-        if sampling.cfg is None:
-            logits = self.logits(torch.cat([batch.prompt.input_ids, comp], 1), batch.prompt.lr)[:, p - 1 : -1]
-        else:  # conditional and LR-blanked rows in one pass, as in the rollout
-            both = torch.cat([torch.cat([batch.prompt.input_ids, comp], 1), torch.cat([batch.prompt.uncond_ids, comp], 1)])
-            logits = self.logits(both, batch.prompt.lr)[:, p - 1 : -1]
-            logits = engine.guide(logits[: len(comp)], logits[len(comp) :], kinds == IMAGE, sampling.cfg)
-        valid = batch.completion_mask
-        lp = engine.constrained_logprobs(logits, comp, kinds, self.layout, sampling)
+    def score(self, batch: SequenceBatch, sampling: Sampling) -> TokenScores:
+        """Hidden states once, then the LM head and the log-probs a chunk of positions at a time.
+
+        Only the chosen token's log-prob (and log Z) leave a chunk, so memory holds one chunk's
+        logits, never (batch x length x vocabulary); with gradients each chunk is recomputed in
+        the backward pass (activation checkpointing) for the same reason."""
+        batch = batch.to(self.device)
+        p, comp, valid = batch.prompt.input_ids.shape[1], batch.completion_ids, batch.completion_mask
+        kinds = batch.kinds if batch.kinds is not None else self.layout.replay(comp, valid, sampling.max_text_tokens)
+        ids = torch.cat([batch.prompt.input_ids, comp], 1)
+        if sampling.cfg is not None:  # conditional and LR-blanked rows in one pass, as in the rollout
+            ids = torch.cat([ids, torch.cat([batch.prompt.uncond_ids, comp], 1)])
+        hidden = self.backbone.model(inputs_embeds=self.embed(ids, batch.prompt.lr), use_cache=False).last_hidden_state
+        hidden = hidden[:, p - 1 : -1]
+        chunk = partial(self._score_chunk, sampling=sampling)
+        lps, zs = [], []
+        for s in range(0, comp.shape[1], self.score_chunk):
+            part = (hidden[:, s : s + self.score_chunk], comp[:, s : s + self.score_chunk], kinds[:, s : s + self.score_chunk])
+            if torch.is_grad_enabled():
+                lp, z = checkpoint(chunk, *part, use_reentrant=False)
+            else:
+                lp, z = chunk(*part)
+            lps.append(lp)
+            zs.append(z)
+        lp, log_z = torch.cat(lps, 1), torch.cat(zs, 1)
         return TokenScores(
             logprobs=torch.where(valid, lp, torch.zeros_like(lp)),
             text_mask=valid & (kinds >= 2),
             image_mask=valid & (kinds == IMAGE),
-            log_z=torch.logsumexp(logits.float(), dim=-1),
+            log_z=log_z,
         )
+
+    def _score_chunk(
+        self, hidden: torch.Tensor, tokens: torch.Tensor, kinds: torch.Tensor, sampling: Sampling
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B or 2B, c, H) hidden states of c positions -> (B, c) log-probs and log Z."""
+        b, c = tokens.shape
+        logits = self.backbone.lm_head(hidden).flatten(0, 1)  # (rows, V): one chunk's logits, the only big tensor
+        cond, uncond = (logits[: b * c], logits[b * c :]) if sampling.cfg is not None else (logits, None)
+        lp, z = engine.teacher_forced_logprobs(cond, uncond, tokens.flatten(), kinds.flatten(), self.layout, sampling)
+        return lp.view(b, c), z.view(b, c)
 
     # ------------------------------------------------------------------- StepModel
     def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None) -> tuple[torch.Tensor, Any]:
-        # a static (preallocated) cache: no per-step concatenation of the keys and values
-        cache = StaticCache(config=self.backbone.config, max_cache_len=cache_len) if cache_len else None
+        # a static (preallocated) cache: no per-step concatenation of the keys and values; built
+        # under the model's device so its own counters are created there, not on the default device
+        with torch.device(self.device):
+            cache = StaticCache(config=self.backbone.config, max_cache_len=cache_len) if cache_len else None
         out = self.backbone(inputs_embeds=self.embed(input_ids, lr), cache=cache, use_cache=cache is not None, logits_to_keep=1)
         return out.logits[:, -1], cache
 
@@ -255,18 +298,19 @@ class TinyPolicy(Policy):
 
     # ------------------------------------------------------------------------- rollout
     def rollout(self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0) -> Rollout:
-        rows = prompts.repeat(group_size)
+        rows = prompts.to(self.device).repeat(group_size)
         expected = self.image_tokenizer.config.decode == "expected"
         raw = engine.generate(self, rows, sampling, seed, keep_image_probs=expected)
         images = self.decode_images(raw, rows.lr)
         completions, chains = [], []
+        ids_host, mask_host, finished = raw.completion_ids.cpu(), raw.completion_mask.cpu(), raw.finished.tolist()
         for i in range(len(rows)):
-            ids = raw.completion_ids[i][raw.completion_mask[i]].tolist()
+            ids = ids_host[i][mask_host[i]].tolist()
             done_images = tuple(images[b][i] for b in IMAGE_BLOCKS if images[b][i] is not None)
             completion = Completion(self.layout.completion_text(ids), done_images)
             completions.append(completion)
             chain = None
-            if bool(raw.finished[i]):
+            if finished[i]:
                 try:
                     chain = parse(completion)
                 except VLCoTFormatError:
@@ -274,8 +318,8 @@ class TinyPolicy(Policy):
             chains.append(chain)
         mask = raw.completion_mask
         return Rollout(
-            batch=SequenceBatch(rows, raw.completion_ids, mask),
-            group=torch.arange(len(prompts)).repeat_interleave(group_size),
+            batch=SequenceBatch(rows, raw.completion_ids, mask, kinds=raw.kinds),
+            group=torch.arange(len(prompts), device=self.device).repeat_interleave(group_size),
             logprobs=raw.logprobs,
             text_mask=mask & (raw.kinds >= 2),
             image_mask=mask & (raw.kinds == IMAGE),
@@ -285,9 +329,13 @@ class TinyPolicy(Policy):
         )
 
     def decode_images(self, raw: engine.RawRollout, lr: torch.Tensor) -> dict[str, list[np.ndarray | None]]:
-        """Per image block, the uint8 image of each row whose block finished (else None)."""
+        """Per image block, the uint8 image of each row whose block finished (else None).
+
+        Decoded by the image tokenizer on the CPU: one transfer per rollout, not per step."""
         out: dict[str, list[np.ndarray | None]] = {}
-        image_pos = raw.kinds == IMAGE
+        lr = lr.cpu()
+        completion_ids, image_pos = raw.completion_ids.cpu(), (raw.kinds == IMAGE).cpu()
+        image_probs = None if raw.image_probs is None else raw.image_probs.cpu()
         counts = image_pos.sum(1)
         start = 0
         for block in IMAGE_BLOCKS:
@@ -296,11 +344,11 @@ class TinyPolicy(Policy):
             ready = (counts >= end).nonzero().flatten().tolist()
             row_images: list[np.ndarray | None] = [None] * len(lr)
             if ready:
-                if raw.image_probs is not None:
-                    probs = raw.image_probs[ready, start:end].reshape(len(ready), h, w, -1)
+                if image_probs is not None:
+                    probs = image_probs[ready, start:end].reshape(len(ready), h, w, -1)
                     pixels = self.image_tokenizer.decode_expected(probs, lr[ready])
                 else:
-                    codes = torch.stack([raw.completion_ids[r][image_pos[r]][start:end] for r in ready])
+                    codes = torch.stack([completion_ids[r][image_pos[r]][start:end] for r in ready])
                     codes = (codes - self.layout.code_offset).reshape(len(ready), h, w)
                     pixels = self.image_tokenizer.decode(codes, lr[ready])
                 for r, img in zip(ready, to_uint8(pixels), strict=True):
@@ -320,9 +368,9 @@ def _pad(prompts: PromptBatch, seqs: list[list[int]], pad: int) -> SequenceBatch
     return SequenceBatch(prompts, ids, mask)
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Load a saved policy directory (the backbone named in its config)."""
-    return TinyPolicy.from_pretrained(path)
+def load_policy(path: str | Path, device: torch.device | str = "cpu") -> Policy:
+    """Load a saved policy directory (the backbone named in its config) onto `device`."""
+    return TinyPolicy.from_pretrained(path).to(device)
 
 
 __all__ = ["FORCED", "TinyPolicy", "TinyPolicyConfig", "load_policy"]

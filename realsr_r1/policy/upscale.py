@@ -8,7 +8,8 @@ tile is padded by reflection and the output cropped back.
 
 from __future__ import annotations
 
-import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -18,8 +19,6 @@ from tqdm import tqdm
 from realsr_r1.policy.interface import Policy, Sampling
 from realsr_r1.vlcot import IMAGE_BLOCK_DOWNSCALE, IMAGE_BLOCKS, VLCoT
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class Upscaled:
@@ -28,7 +27,9 @@ class Upscaled:
     images: dict[str, np.ndarray]  # block -> uint8 RGB at scale / downscale of the input
     chain: VLCoT | None
     tiles: int
-    truncated: int  # tiles whose sample hit a length guard
+    capped: int  # tiles whose text block was closed by force at max_text_tokens (images still made)
+    unfinished: int  # tiles cut by max_new_tokens before their final image (bicubic stands in)
+    seconds_per_tile: float  # measured on the first batch
 
 
 def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
@@ -47,10 +48,24 @@ def feather(size: int, ramp: int) -> np.ndarray:
     return np.clip(w, 1e-3, 1.0)
 
 
+def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
+    """How many tiles `upscale` cuts a photo into (to say up front how long it will take)."""
+    return len(tile_origins(max(height, tile), tile, overlap)) * len(tile_origins(max(width, tile), tile, overlap))
+
+
 def upscale(
-    policy: Policy, photo: np.ndarray, sampling: Sampling, seed: int = 0, overlap: int = 4, batch_size: int = 32
+    policy: Policy,
+    photo: np.ndarray,
+    sampling: Sampling,
+    seed: int = 0,
+    overlap: int = 4,
+    batch_size: int = 32,
+    on_estimate: Callable[[float, float, int], None] | None = None,
 ) -> Upscaled:
-    """Upscale a uint8 RGB photo by the policy's scale with the full chain per tile."""
+    """Upscale a uint8 RGB photo by the policy's scale with the full chain per tile.
+
+    After the first batch, `on_estimate(total_seconds, seconds_per_tile, tiles_measured)` gets
+    the whole run's expected time (tiles x the measured seconds per tile)."""
     tile, scale = policy.lr_size, policy.scale
     h, w = photo.shape[:2]
     ph, pw = max(h, tile), max(w, tile)
@@ -60,12 +75,20 @@ def upscale(
     acc = {b: np.zeros((ph * f, pw * f, 3)) for b, f in factors.items()}
     wsum = {b: np.zeros((ph * f, pw * f, 1)) for b, f in factors.items()}
     centre = len(boxes) // 2
-    chain, truncated = None, 0
-    for start in tqdm(range(0, len(boxes), batch_size), desc="tiles", unit="batch", disable=len(boxes) <= batch_size):
+    chain, truncated, unfinished, per_tile = None, 0, 0, 0.0
+    bar = tqdm(total=len(boxes), desc="tiles", unit="tile", disable=len(boxes) <= batch_size)
+    for start in range(0, len(boxes), batch_size):
         part = boxes[start : start + batch_size]
+        began = time.perf_counter()
         prompts = policy.prompts([padded[y : y + tile, x : x + tile] for y, x in part])
         rollout = policy.rollout(prompts, 1, sampling, seed=seed + start)
         truncated += int(rollout.truncated.sum())
+        unfinished += sum(len(c.images) < len(IMAGE_BLOCKS) for c in rollout.completions)
+        if start == 0:
+            per_tile = (time.perf_counter() - began) / len(part)
+            if on_estimate is not None:
+                on_estimate(per_tile * len(boxes), per_tile, len(part))
+        bar.update(len(part))
         for i, (y, x) in enumerate(part):
             images = dict(zip(IMAGE_BLOCKS, rollout.completions[i].images))
             if start + i == centre:
@@ -78,9 +101,8 @@ def upscale(
                 win = np.outer(feather(size, overlap * f), feather(size, overlap * f))[..., None]
                 acc[block][y * f : y * f + size, x * f : x * f + size] += img.astype(np.float64) * win
                 wsum[block][y * f : y * f + size, x * f : x * f + size] += win
-    if truncated:
-        log.warning("%d of %d tiles hit a length guard", truncated, len(boxes))
+    bar.close()
     out = {
         b: np.clip(np.rint(acc[b] / wsum[b]), 0, 255).astype(np.uint8)[: h * f, : w * f] for b, f in factors.items()
     }
-    return Upscaled(images=out, chain=chain, tiles=len(boxes), truncated=truncated)
+    return Upscaled(out, chain, len(boxes), capped=truncated - unfinished, unfinished=unfinished, seconds_per_tile=per_tile)
