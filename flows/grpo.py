@@ -37,7 +37,7 @@ from prefect.tasks import Task, exponential_backoff
 from prefect_dask import DaskTaskRunner
 
 from flows.dag import DagError, Stage, read_stages, select, upstream
-from flows.dvc import StageError, TransientStageError, check, run_dvc
+from flows.dvc import StageError, TransientStageError, check, first_error, run_dvc
 from flows.ledger import already_pushed, record_push
 from realsr_r1.atomic import write_bytes
 from realsr_r1.config import ParamsError, load_params
@@ -266,8 +266,11 @@ def experiment(root: Path, plan: list[Stage], log: Any) -> Iterator[None]:
                 (root / rel).unlink(missing_ok=True)
             elif not (root / rel).is_file() or (root / rel).read_bytes() != data:
                 write_bytes(root / rel, data)
-        check(run_dvc(["checkout"], root, log), "restoring the checkout after the experiment", False)
-        log.info("checkout restored; the experiment's results are listed by `dvc exp show`")
+        done = run_dvc(["checkout"], root, log)
+        if done.returncode == 0:
+            log.info("checkout restored; the experiment's results are listed by `dvc exp show`")
+        else:  # e.g. a fresh worker never had the committed outputs: `dvc pull` fetches them
+            log.warning("restoring the outputs: %s (`dvc pull` fetches them)", first_error(done.output))
 
 
 @flow(name="grpo")
