@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from realsr_r1.storage import MANIFEST, Release, build_manifest
@@ -126,7 +126,21 @@ def assemble(root: Path, artifacts: list[str], metric_files: list[Path], out: Pa
 
 
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
-NO_WEIGHTS = "none (no trained policy in this bundle; it is not a usable model)"
+NO_POLICY = "none (this bundle holds no trained policy; it is not a usable super-resolution model)"
+
+
+def checkpoints(files: list[str]) -> list[str]:
+    """Folders holding a from_pretrained checkpoint (config.json beside weights): the policies.
+    A tokenizer's codebook tensors are weights too, but no model to run."""
+    names = set(files)
+    return sorted(
+        {
+            PurePosixPath(rel).parent.as_posix()
+            for rel in names
+            if PurePosixPath(rel).suffix in WEIGHT_SUFFIXES
+            and (PurePosixPath(rel).parent / "config.json").as_posix() in names
+        }
+    )
 
 
 def model_card(
@@ -139,14 +153,14 @@ def model_card(
     so the same inputs give the same bundle byte for byte, wherever it is published.
     """
     manifest = build_manifest(bundle, name, "-")
-    weights = [rel for rel in manifest["files"] if Path(rel).suffix in WEIGHT_SUFFIXES]
+    policies = checkpoints(list(manifest["files"]))
     made_by = lambda rel: producers.get(rel, "not recorded by the pipeline")
     lines = [
         f"# {name}",
         "",
         "A RealSR-R1 release bundle: the files below, exactly as the pipeline run wrote them.",
         "",
-        "- Model weights: " + (", ".join(f"`{w}`" for w in weights) if weights else NO_WEIGHTS),
+        "- Policy checkpoint: " + (", ".join(f"`{c}`" for c in policies) if policies else NO_POLICY),
         f"- Get it: `realsr releases {name}` lists the versions; `realsr pull {name}@VERSION -o DIR`",
         "  verifies every sha256",
         "- Licence notes: evaluation metrics come from pyiqa (non-commercial licence); training",

@@ -21,10 +21,10 @@ from realsr_r1.atomic import atomic_dir, write_json, write_text
 from realsr_r1.config import Params
 from realsr_r1.release import (
     CARD,
-    WEIGHT_SUFFIXES,
     BundleError,
     Decision,
     assemble,
+    checkpoints,
     gate,
     lookup,
     model_card,
@@ -59,7 +59,7 @@ def main(params: Params) -> None:
             {
                 "files": len(manifest),
                 "bytes": sum(m["size"] for m in manifest.values()),
-                "weights": any(Path(rel).suffix in WEIGHT_SUFFIXES for rel in manifest),
+                "policy_checkpoints": checkpoints(list(manifest)),
                 "metric": p.metric,
                 "candidate": lookup(metrics, p.metric) if p.metric else None,
             },

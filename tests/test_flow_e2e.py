@@ -222,9 +222,10 @@ def test_published_release_pulls_and_verifies(session: Session) -> None:
     card = (out / "MODEL_CARD.md").read_text()
     lock = yaml.safe_load((session.repo / "dvc.lock").read_text())["stages"]
     tokenizer_md5 = next(o["md5"] for o in lock["tokenizer"]["outs"] if o["path"] == "models/tokenizer")
-    assert f"| models/tokenizer | stage `tokenizer` (`python -m stages.tokenizer`; dvc.lock md5 {tokenizer_md5[:12]})" in card
+    made_by = f"stage `tokenizer` (`python -m stages.tokenizer`; dvc.lock md5 {tokenizer_md5[:12]})"
+    assert f"| models/tokenizer | {made_by} |" in card
     assert "| metrics/synthesize.json | stage `synthesize`" in card
-    assert "- Model weights: none" in card and "trained by" not in card
+    assert "- Policy checkpoint: none" in card and "trained by" not in card  # a tokenizer codebook only
 
 
 def _git_status(sess: Session) -> str:

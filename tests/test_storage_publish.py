@@ -96,7 +96,7 @@ def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
     assert "published tiny@v1 (first release of this name)" in first.stderr
     card = (repo / "models/release/MODEL_CARD.md").read_text()
     assert "# tiny" in card and "grpo.psnr_y" in card and "models/sft/model.safetensors" in card
-    assert "- Model weights: `models/sft/model.safetensors`" in card
+    assert "- Policy checkpoint: `models/sft`" in card
 
     store = ReleaseStore("rel", client)
     rel = store.get("tiny")
@@ -130,15 +130,15 @@ def test_card_states_contents_and_provenance_from_the_run(s3: MotoS3, tmp_path: 
     repo = _repo(tmp_path, "")
     (repo / "models/sft/model.safetensors").unlink()
     (repo / "models/sft/config.json").unlink()
-    (repo / "models/sft/tokenizer.json").write_text("{}")  # a bundle without weights
+    (repo / "models/sft/codebook.safetensors").write_bytes(b"\x00" * 64)  # tensors, but no model config
     assert _publish(repo, s3.url).returncode == 0
     card = (repo / "models/release/MODEL_CARD.md").read_text()
     assert "trained by" not in card and "SFT" not in card
-    assert "- Model weights: none (no trained policy in this bundle" in card
+    assert "- Policy checkpoint: none (this bundle holds no trained policy" in card
     assert "| models/sft | stage `sft` (`python -m stages.sft`; dvc.lock md5 0123456789ab) |" in card
     assert "| params.yaml | the pipeline's params" in card
     assert "| metrics/evaluate.json | not recorded by the pipeline |" in card
-    assert not json.loads((repo / "metrics/publish.json").read_text())["weights"]
+    assert json.loads((repo / "metrics/publish.json").read_text())["policy_checkpoints"] == []
 
 
 def test_publish_without_bucket_builds_bundle_only(s3: MotoS3, tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_publish_without_bucket_builds_bundle_only(s3: MotoS3, tmp_path: Path) -
     assert json.loads((repo / "metrics/publish.json").read_text()) == {
         "files": 5,
         "bytes": sum(f.stat().st_size for f in (repo / "models/release").rglob("*") if f.is_file()),
-        "weights": True,
+        "policy_checkpoints": ["models/sft"],
         "metric": "evaluate.grpo.psnr_y",
         "candidate": 20.0,
     }
