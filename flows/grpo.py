@@ -5,8 +5,12 @@ e.g. on a fresh worker), runs `dvc repro --single-item STAGE` (DVC's cache decid
 stage really runs), pushes the stage's outputs, logs DVC's output line by line and attaches
 the stage's metrics (and image plots such as the evaluation's comparison sheet) as Prefect
 artifacts. Storage and network failures are retried with exponential back-off; anything else
-fails at once. Param overrides run as a DVC experiment (`dvc exp run -S`); the checkout's
-params.yaml is put back afterwards, so the committed params stay what later runs use.
+fails at once, and its one-line reason is the failed run's state message (and its last log
+line). Param overrides run as a DVC experiment (`dvc exp run -S`), listed by `dvc exp show`;
+afterwards the checkout is put back as it was (params.yaml, dvc.lock, metrics and the outputs
+DVC tracks), so an experiment never changes what later runs and commits start from.
+`publish=True` always runs the `publish` stage: where a release goes (the bucket) is not
+one of its DVC inputs, and it is cheap when the release already exists.
 With the `dask` parameter the run brings up (or connects to) a Dask cluster through
 prefect-dask for its duration and hands the scheduler to the stages in $REALSR_DASK_ADDRESS
 (synthesis fans out over it).
@@ -18,7 +22,7 @@ import base64
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +32,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import task_run as current_task_run
-from prefect.states import State
+from prefect.states import Failed, State
 from prefect.tasks import Task, exponential_backoff
 from prefect_dask import DaskTaskRunner
 
 from flows.dag import DagError, Stage, read_stages, select, upstream
-from flows.dvc import StageError, TransientStageError, check, run_dvc
+from flows.dvc import StageError, TransientStageError, check, first_error, run_dvc
 from flows.ledger import already_pushed, record_push
 from realsr_r1.atomic import write_bytes
 from realsr_r1.config import ParamsError, load_params
@@ -247,6 +251,28 @@ def _changed_stages(root: Path, log: Any) -> set[str] | None:
         return None
 
 
+@contextmanager
+def experiment(root: Path, plan: list[Stage], log: Any) -> Iterator[None]:
+    """Put the checkout back as it was after the `with`: the files `dvc exp run -S` rewrites
+    (params.yaml, dvc.lock, the stages' metrics and plots) byte for byte, then DVC's outputs
+    by `dvc checkout` against the restored dvc.lock. The experiment stays in `dvc exp show`."""
+    paths = {"params.yaml", "dvc.lock", *(p for s in plan for p in (*s.metrics, *s.plots))}
+    before = {p: (root / p).read_bytes() if (root / p).is_file() else None for p in paths}
+    try:
+        yield
+    finally:
+        for rel, data in before.items():
+            if data is None:
+                (root / rel).unlink(missing_ok=True)
+            elif not (root / rel).is_file() or (root / rel).read_bytes() != data:
+                write_bytes(root / rel, data)
+        done = run_dvc(["checkout"], root, log)
+        if done.returncode == 0:
+            log.info("checkout restored; the experiment's results are listed by `dvc exp show`")
+        else:  # e.g. a fresh worker never had the committed outputs: `dvc pull` fetches them
+            log.warning("restoring the outputs: %s (`dvc pull` fetches them)", first_error(done.output))
+
+
 @flow(name="grpo")
 def grpo(
     stages: list[str] | None = None,
@@ -259,12 +285,13 @@ def grpo(
     retry_delay_s: float = 5.0,
     repo: str | None = None,
     dask: dict[str, Any] | None = None,
-) -> dict[str, bool]:
+) -> dict[str, bool] | State:
     """Run the DVC pipeline stage by stage.
 
     stages: names from dvc.yaml (default all, in DAG order); overrides: dotted params keys ->
-    values, run as a DVC experiment; push: push each stage's outputs to the DVC remote;
-    publish: include the `publish` stage (it uploads a release when its gate agrees);
+    values, run as a DVC experiment (the checkout is put back afterwards); push: push each
+    stage's outputs to the DVC remote; publish: run the `publish` stage, always (it uploads a
+    release when a bucket is set and its gate agrees);
     force: stages to re-run even if unchanged (the nightly run forces `ingest` to rescan the
     photo source); remote: a DVC remote name (default: the configured default); retries and
     retry_delay_s: back-off for storage/network failures; repo: the checkout (default:
@@ -272,16 +299,39 @@ def grpo(
     `dask_cluster`), whose scheduler the stages get in $REALSR_DASK_ADDRESS.
     """
     log = get_run_logger()
+    try:
+        return _run(log, stages, overrides, push, publish, force, remote, retries, retry_delay_s, repo, dask)
+    except StageError as err:
+        # the reason as the state's message (the UI) and a log line (`--watch` streams logs)
+        log.error("failed: %s", err)
+        return Failed(message=str(err))
+
+
+def _run(
+    log: Any,
+    stages: list[str] | None,
+    overrides: dict[str, Any] | None,
+    push: bool,
+    publish: bool,
+    force: list[str] | None,
+    remote: str | None,
+    retries: int,
+    retry_delay_s: float,
+    repo: str | None,
+    dask: dict[str, Any] | None,
+) -> dict[str, bool]:
+    """The flow's body; a StageError carries the one-line reason the run failed."""
     root = Path(repo or os.environ.get("REALSR_REPO") or Path.cwd()).resolve()
     try:
         plan = select(read_stages(root / "dvc.yaml"), stages, set() if publish else {"publish"})
         set_params = _set_params(root, overrides or {})
     except (DagError, ParamsError) as err:
         raise StageError(str(err)) from None
-    forced = set(force or [])
-    unknown = forced - {s.name for s in plan}
+    unknown = set(force or []) - {s.name for s in plan}
     if unknown:
         raise StageError(f"force: stage(s) {', '.join(sorted(unknown))} not in this run's plan")
+    # the release follows its destination, which DVC does not see: publish always runs
+    forced = set(force or []) | ({"publish"} if publish else set())
     log.info("plan: %s (repo %s)", " -> ".join(s.name for s in plan), root)
     step = run_stage.with_options(
         retries=retries,
@@ -291,26 +341,17 @@ def grpo(
     changed = None if set_params else _changed_stages(root, log)
     ups = upstream(read_stages(root / "dvc.yaml"))
     results: dict[str, bool] = {}
-    params_file = root / "params.yaml"
-    committed = params_file.read_bytes() if set_params else None
-    try:
-        with dask_cluster(dask) as env:
-            if env:
-                log.info("Dask scheduler for this run: %s (in $%s)", env[DASK_ENV], DASK_ENV)
-            for stage in plan:
-                unchanged = (
-                    changed is not None
-                    and stage.name not in changed
-                    and not any(results.get(u) or u in forced for u in ups[stage.name])
-                )
-                out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged, env)
-                results[stage.name] = out["executed"]
-    finally:
-        # `dvc exp run -S` writes the values into the checkout's params.yaml; put the file back
-        # so later runs use the committed params (the experiment stays in `dvc exp show`)
-        if committed is not None and params_file.read_bytes() != committed:
-            write_bytes(params_file, committed)
-            log.info("params.yaml restored; the experiment's results are listed by `dvc exp show`")
+    with experiment(root, plan, log) if set_params else nullcontext(), dask_cluster(dask) as env:
+        if env:
+            log.info("Dask scheduler for this run: %s (in $%s)", env[DASK_ENV], DASK_ENV)
+        for stage in plan:
+            unchanged = (
+                changed is not None
+                and stage.name not in changed
+                and not any(results.get(u) or u in forced for u in ups[stage.name])
+            )
+            out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged, env)
+            results[stage.name] = out["executed"]
     create_table_artifact(
         [{"stage": k, "executed": v, "pushed": push} for k, v in results.items()],
         key="grpo-stages",

@@ -1,7 +1,8 @@
 """What goes into a release and whether to publish it: the bundle, its model card, the gate.
 
-The bundle is self-contained (weights, configs, tokenizers, metrics, MODEL_CARD.md); the
-manifest with a sha256 per file is added by `storage` at upload. The gate compares one metric
+The bundle is self-contained (weights, configs, tokenizers, metrics, MODEL_CARD.md) and
+depends only on the run's files, not on where it is published; the manifest with a sha256 per
+file (and the version) is added by `storage` at upload. The gate compares one metric
 of the candidate with the latest release so a nightly retrain publishes only improvements.
 """
 
@@ -10,8 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from realsr_r1.storage import MANIFEST, Release, build_manifest
@@ -125,24 +125,55 @@ def assemble(root: Path, artifacts: list[str], metric_files: list[Path], out: Pa
     return included
 
 
-def model_card(name: str, version: str, included: list[str], metrics: dict[str, Any], bundle: Path) -> str:
-    """A Markdown card: what the release is, its metrics, its files with sha256, how to use it."""
-    manifest = build_manifest(bundle, name, version)
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
+NO_POLICY = "none (this bundle holds no trained policy; it is not a usable super-resolution model)"
+
+
+def checkpoints(files: list[str]) -> list[str]:
+    """Folders holding a from_pretrained checkpoint (config.json beside weights): the policies.
+    A tokenizer's codebook tensors are weights too, but no model to run."""
+    names = set(files)
+    return sorted(
+        {
+            PurePosixPath(rel).parent.as_posix()
+            for rel in names
+            if PurePosixPath(rel).suffix in WEIGHT_SUFFIXES
+            and (PurePosixPath(rel).parent / "config.json").as_posix() in names
+        }
+    )
+
+
+def model_card(
+    name: str, included: list[str], metrics: dict[str, Any], bundle: Path, producers: dict[str, str]
+) -> str:
+    """A Markdown card that states only what the bundle holds and what made it.
+
+    `producers` maps a bundled path to the pipeline step that wrote it (from the run's records);
+    the card claims no training that the bundle does not show. It holds no date and no version,
+    so the same inputs give the same bundle byte for byte, wherever it is published.
+    """
+    manifest = build_manifest(bundle, name, "-")
+    policies = checkpoints(list(manifest["files"]))
+    made_by = lambda rel: producers.get(rel, "not recorded by the pipeline")
     lines = [
-        f"# {name} {version}",
+        f"# {name}",
         "",
-        "RealSR-R1 reasoning super-resolution checkpoint (VLCoT: degradation, understanding and",
-        "coarse-to-fine images in one sequence), trained by cold-start SFT then VLCoT-GRPO.",
+        "A RealSR-R1 release bundle: the files below, exactly as the pipeline run wrote them.",
         "",
-        f"- Built: {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"- Contents: {', '.join(included)}",
-        f"- Get it: `realsr pull {name}@{version} -o {name}-{version}` (every sha256 is verified)",
+        "- Policy checkpoint: " + (", ".join(f"`{c}`" for c in policies) if policies else NO_POLICY),
+        f"- Get it: `realsr releases {name}` lists the versions; `realsr pull {name}@VERSION -o DIR`",
+        "  verifies every sha256",
         "- Licence notes: evaluation metrics come from pyiqa (non-commercial licence); training",
         "  photos are those of the params' `data.source`.",
         "",
-        "## Metrics",
+        "## Contents and the steps that produced them",
         "",
+        "| path | produced by |",
+        "|---|---|",
     ]
+    metric_files = sorted({rel for rel in manifest["files"] if rel.startswith("metrics/")})
+    lines += [f"| {rel} | {made_by(rel)} |" for rel in [*included, *metric_files]]
+    lines += ["", "## Metrics", ""]
     flat = _flatten(metrics)
     if flat:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in flat.items()]

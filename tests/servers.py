@@ -143,6 +143,10 @@ class Relay:
                     pass
 
 
+# the server streams runs' log lines to `prefect deployment run --watch` (off by default)
+LOG_STREAM = {"PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true", "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true"}
+
+
 class PrefectServer:
     """`prefect server start` on a free port with its own PREFECT_HOME and SQLite database."""
 
@@ -164,6 +168,7 @@ class PrefectServer:
             **os.environ,
             **self.env,
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+            **LOG_STREAM,
         }
         env.pop("PREFECT_API_URL")  # the server itself must not be its own client
         self.proc = subprocess.Popen(

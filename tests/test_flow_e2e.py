@@ -166,10 +166,10 @@ def _remote_keys(sess: Session) -> set[str]:
     return keys
 
 
-def _lock_keys(sess: Session) -> set[str]:
-    """Cache objects of every cached output dvc.lock records now (directories expanded)."""
+def _lock_keys(sess: Session, lock_text: str | None = None) -> set[str]:
+    """Cache objects of every cached output a dvc.lock records (default: the checkout's), directories expanded."""
     spec = yaml.safe_load((sess.repo / "dvc.yaml").read_text())["stages"]
-    lock = yaml.safe_load((sess.repo / "dvc.lock").read_text())["stages"]
+    lock = yaml.safe_load(lock_text or (sess.repo / "dvc.lock").read_text())["stages"]
     cache = sess.repo / ".dvc/cache/files/md5"
     keys: set[str] = set()
     for name, stage in spec.items():
@@ -218,13 +218,39 @@ def test_published_release_pulls_and_verifies(session: Session) -> None:
     assert "files verified" in got.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"params.yaml", "MODEL_CARD.md", "metrics/synthesize.json"} <= set(manifest["files"])
+    # the card says what the bundle holds and which stages made it, from this run's dvc.lock
+    card = (out / "MODEL_CARD.md").read_text()
+    lock = yaml.safe_load((session.repo / "dvc.lock").read_text())["stages"]
+    tokenizer_md5 = next(o["md5"] for o in lock["tokenizer"]["outs"] if o["path"] == "models/tokenizer")
+    made_by = f"stage `tokenizer` (`python -m stages.tokenizer`; dvc.lock md5 {tokenizer_md5[:12]})"
+    assert f"| models/tokenizer | {made_by} |" in card
+    assert "| metrics/synthesize.json | stage `synthesize`" in card
+    assert "- Policy checkpoint: none" in card and "trained by" not in card  # a tokenizer codebook only
 
 
-def test_second_run_executes_no_stage(session: Session) -> None:
+def _git_status(sess: Session) -> str:
+    return sess.run("git", "status", "--porcelain").stdout
+
+
+def test_second_run_executes_no_stage_but_publishes_to_a_new_destination(session: Session) -> None:
+    # what the first run made is the committed state now; a run must leave it as it is
+    session.run("git", "commit", "-qam", "the first run's lock and metrics")
+    assert _git_status(session) == ""
+    # an empty release bucket: the destination changed, the pipeline's inputs did not
+    direct = boto3.client(
+        "s3", endpoint_url=session.s3.url, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
+    )
+    for obj in direct.list_objects_v2(Bucket=RELEASE_BUCKET).get("Contents", []):
+        direct.delete_object(Bucket=RELEASE_BUCKET, Key=obj["Key"])
+    assert f"{RELEASE}@" not in session.realsr("releases").stdout
+
     done, run = session.deployment_run()
     assert done.returncode == 0 and run["state"]["type"] == "COMPLETED"
     executed = session.stages_artifact(run["id"])
-    assert list(executed) == _dag_order(session) and not any(executed.values())
+    assert list(executed) == _dag_order(session)
+    assert executed.pop("publish") and not any(executed.values())  # only publish, which follows the bucket
+    assert f"{RELEASE}@v1" in session.realsr("releases").stdout
+    assert _git_status(session) == ""
 
 
 def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) -> None:
@@ -253,13 +279,20 @@ def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) 
         ["git", "show", "HEAD:params.yaml"], cwd=session.repo, capture_output=True, text=True, check=True
     ).stdout
     assert (session.repo / "params.yaml").read_text() == committed  # put back after the experiment
+    # the checkout is as committed: lock, metrics and outputs are the committed params' ones
+    assert _git_status(session) == ""
+    status = session.run(sys.executable, "-m", "dvc", "status", "--json")
+    assert json.loads(status.stdout or "{}") == {}, status.stdout
     exps = json.loads(session.run(sys.executable, "-m", "dvc", "exp", "show", "--json").stdout)
     assert '"per_image": 2' in json.dumps(exps)  # the experiment is recorded by DVC
     status = session.run(sys.executable, "-m", "dvc", "status", "--cloud", "--json")
     assert json.loads(status.stdout or "{}") == {}
+    newest_exp = session.run("git", "for-each-ref", "refs/exps", "--sort=-committerdate", "--format=%(objectname)")
+    exp_lock = session.run("git", "show", f"{newest_exp.stdout.split()[0]}:dvc.lock").stdout
     after = _remote_keys(session)
     assert before_remote <= after and _lock_keys(session) <= after  # nothing lost
-    assert after == before_remote | _lock_keys(session)  # nothing beyond what the lock files reference
+    # nothing beyond what the lock files (the committed one, the experiment's) reference
+    assert after == before_remote | _lock_keys(session, exp_lock) and after != before_remote
     releases = session.realsr("releases", RELEASE)
     assert releases.stdout.count(f"{RELEASE}@") == 1  # the gate held back a duplicate release
 
@@ -292,10 +325,19 @@ def test_nightly_rescans_the_source_and_publishes_nothing_new(session: Session) 
     done, run = session.deployment_run(name="grpo/nightly")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     executed = session.stages_artifact(run["id"])
-    # ingest is forced (rescan); unchanged photos leave prepare cached, and synthesize and publish,
-    # back on the committed params after the experiment, come from DVC's run cache: no new release
-    assert executed["ingest"] is True and not any(v for k, v in executed.items() if k != "ingest")
+    # ingest is forced (rescan); unchanged photos leave prepare and the rest cached; publish always
+    # runs, finds the release identical (and the gate unmoved): no new release
+    assert executed["ingest"] is True and executed["publish"] is True
+    assert not any(v for k, v in executed.items() if k not in {"ingest", "publish"})
     assert session.realsr("releases", RELEASE).stdout.count(f"{RELEASE}@") == 1
+
+
+def test_watch_shows_why_a_run_failed(session: Session) -> None:
+    done, run = session.deployment_run("--params", json.dumps({"overrides": {"synthesize.per_imag": 2}}))
+    assert done.returncode == 1 and run["state"]["type"] == "FAILED"
+    reason = "unknown key 'synthesize.per_imag'"
+    assert reason in run["state"]["message"], run["state"]["message"]  # the UI's state message
+    assert reason in " ".join(done.stdout.split()), done.stdout[-3000:]  # and `--watch` (lines wrapped)
 
 
 def test_bad_params_fail_at_once_without_retries(session: Session) -> None:

@@ -61,6 +61,8 @@ def _repo(tmp: Path, bucket: str, **publish: object) -> Path:
         **publish,
     }
     (tmp / "params.yaml").write_text(yaml.safe_dump({"publish": section}))
+    lock = {"sft": {"cmd": "python -m stages.sft", "outs": [{"path": "models/sft", "md5": "0123456789abcdef.dir"}]}}
+    (tmp / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": lock}))
     return tmp
 
 
@@ -91,10 +93,10 @@ def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
     repo = _repo(tmp_path, "rel")
     first = _publish(repo, s3.url)
     assert first.returncode == 0, first.stderr
-    decision = json.loads((repo / "metrics/publish.json").read_text())
-    assert decision["published"] and decision["release"] == "tiny@v1"
+    assert "published tiny@v1 (first release of this name)" in first.stderr
     card = (repo / "models/release/MODEL_CARD.md").read_text()
-    assert "# tiny v1" in card and "grpo.psnr_y" in card and "models/sft/model.safetensors" in card
+    assert "# tiny" in card and "grpo.psnr_y" in card and "models/sft/model.safetensors" in card
+    assert "- Policy checkpoint: `models/sft`" in card
 
     store = ReleaseStore("rel", client)
     rel = store.get("tiny")
@@ -107,14 +109,36 @@ def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
     }
     assert rel.metrics == {"evaluate": {"grpo": {"psnr_y": 20.0}}}
 
+    # the same bundle again: nothing new, and the checkout's files are byte for byte the same
+    before = {p: (repo / p).read_bytes() for p in ("metrics/publish.json", "models/release/MODEL_CARD.md")}
+    again = _publish(repo, s3.url)
+    assert again.returncode == 0 and "not published: " in again.stderr, again.stderr
+    assert {p: (repo / p).read_bytes() for p in before} == before
+
     # same metric: held back; better metric: v2
     (repo / "models/sft/model.safetensors").write_bytes(b"\x01" * 4096)
-    assert _publish(repo, s3.url).returncode == 0
-    assert not json.loads((repo / "metrics/publish.json").read_text())["published"]
+    held = _publish(repo, s3.url)
+    assert held.returncode == 0 and "not published: evaluate.grpo.psnr_y 20 does not improve" in held.stderr
     (repo / "metrics/evaluate.json").write_text(json.dumps({"grpo": {"psnr_y": 20.5}}))
-    assert _publish(repo, s3.url).returncode == 0
-    assert json.loads((repo / "metrics/publish.json").read_text())["release"] == "tiny@v2"
+    better = _publish(repo, s3.url)
+    assert better.returncode == 0 and "published tiny@v2" in better.stderr
+    assert json.loads((repo / "metrics/publish.json").read_text())["candidate"] == 20.5
     assert [r.ref for r in store.list("tiny")] == ["tiny@v1", "tiny@v2"]
+
+
+def test_card_states_contents_and_provenance_from_the_run(s3: MotoS3, tmp_path: Path) -> None:
+    repo = _repo(tmp_path, "")
+    (repo / "models/sft/model.safetensors").unlink()
+    (repo / "models/sft/config.json").unlink()
+    (repo / "models/sft/codebook.safetensors").write_bytes(b"\x00" * 64)  # tensors, but no model config
+    assert _publish(repo, s3.url).returncode == 0
+    card = (repo / "models/release/MODEL_CARD.md").read_text()
+    assert "trained by" not in card and "SFT" not in card
+    assert "- Policy checkpoint: none (this bundle holds no trained policy" in card
+    assert "| models/sft | stage `sft` (`python -m stages.sft`; dvc.lock md5 0123456789ab) |" in card
+    assert "| params.yaml | the pipeline's params" in card
+    assert "| metrics/evaluate.json | not recorded by the pipeline |" in card
+    assert json.loads((repo / "metrics/publish.json").read_text())["policy_checkpoints"] == []
 
 
 def test_publish_without_bucket_builds_bundle_only(s3: MotoS3, tmp_path: Path) -> None:
@@ -122,7 +146,14 @@ def test_publish_without_bucket_builds_bundle_only(s3: MotoS3, tmp_path: Path) -
     done = _publish(repo, s3.url)
     assert done.returncode == 0, done.stderr
     assert (repo / "models/release/models/sft/config.json").exists()
-    assert "no release bucket" in json.loads((repo / "metrics/publish.json").read_text())["reason"]
+    assert "not published: no release bucket" in done.stderr
+    assert json.loads((repo / "metrics/publish.json").read_text()) == {
+        "files": 5,
+        "bytes": sum(f.stat().st_size for f in (repo / "models/release").rglob("*") if f.is_file()),
+        "policy_checkpoints": ["models/sft"],
+        "metric": "evaluate.grpo.psnr_y",
+        "candidate": 20.0,
+    }
 
 
 def test_publish_errors_are_one_line(s3: MotoS3, tmp_path: Path) -> None:
