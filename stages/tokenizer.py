@@ -21,7 +21,7 @@ from realsr_r1.tokenizers.fit import (
     image_tokenizer_config,
     stack_samples,
 )
-from realsr_r1.tokenizers.image import save_image_tokenizer
+from realsr_r1.tokenizers.factory import save_image_tokenizer
 from realsr_r1.tokenizers.text import train_text_tokenizer
 from stages.common import UsageError, run_stage
 
