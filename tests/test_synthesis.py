@@ -91,11 +91,13 @@ def test_cli_synthesize_is_reproducible(photo_dir: Path, tmp_path: Path) -> None
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    # a real process: nothing but the one line reaches its stderr (no warning, log or traceback)
     run = run_cli("synthesize", "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "missing" in run.stderr
     (tmp_path / "fake.png").write_text("not an image")
-    run = run_cli("degrade", str(tmp_path / "fake.png"), "-o", str(tmp_path / "lr.png"))
-    assert run.returncode == 2 and "fake.png" in run.stderr and run.stderr.count("\n") == 1
+    bad = invoke("degrade", str(tmp_path / "fake.png"), "-o", str(tmp_path / "lr.png"))
+    assert bad.exit_code == 2 and "fake.png" in bad.stderr and bad.stderr.count("\n") == 1
+    assert not (tmp_path / "lr.png").exists()
 
 
 def test_cli_degrade(photo_dir: Path, tmp_path: Path) -> None:
