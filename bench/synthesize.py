@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.reference import load_basicsr
 from realsr_r1.config import DegradationParams
 from realsr_r1.data.synthesis import degrade_sample, sample_rng
 from realsr_r1.degrade import ops
-
-from bench.reference import load_basicsr
-
 
 
 def gt_crops(n: int, size: int = 256) -> list[np.ndarray]:
@@ -69,7 +68,7 @@ def bench_ours(crops: list[np.ndarray], workers: int) -> float:
 
 
 # ------------------------------------------------------------------------------- reference
-def reference_kernels(deg, rng_py: random.Random) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: ANN001
+def reference_kernels(deg, rng_py: random.Random) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RealESRGANDataset.__getitem__'s kernel draws (RealESRNet x4plus options)."""
     kernel_range = [2 * v + 1 for v in range(3, 11)]
     kinds = ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]

@@ -40,11 +40,11 @@ from flows.dag import DagError, Stage, read_stages, select, upstream
 from flows.dvc import StageError, TransientStageError, check, first_error, run_dvc
 from flows.ledger import already_pushed, record_push
 from realsr_r1.atomic import write_bytes
-from realsr_r1.config import ParamsError, load_params
+from realsr_r1.config import DASK_ENV, ParamsError, load_params
+from realsr_r1.errors import first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 MAX_INLINE_IMAGE = 2 * 1024 * 1024  # bytes; larger images are referenced by path instead
-DASK_ENV = "REALSR_DASK_ADDRESS"  # the stages' interface: the scheduler synthesis fans out over
 DASK_KEYS = {"address", "cluster_class", "cluster_kwargs", "adapt_kwargs"}
 
 
@@ -200,11 +200,6 @@ def _set_params(repo: Path, overrides: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
 
 
-def _line(err: BaseException) -> str:
-    """The first line of an error: Dask's messages may go on with hints over several lines."""
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 @contextmanager
 def dask_cluster(spec: dict[str, Any] | None) -> Iterator[dict[str, str]]:
     """The stages' extra environment for the run: {} without `spec`; with it, the scheduler of a
@@ -225,15 +220,15 @@ def dask_cluster(spec: dict[str, Any] | None) -> Iterator[dict[str, str]]:
     try:
         runner = DaskTaskRunner(**spec)
     except (ValueError, TypeError, ImportError, AttributeError) as err:  # conflicting keys, no such class
-        raise StageError(f"dask: {_line(err)}") from None
+        raise StageError(f"dask: {first_line(err)}") from None
     with runner:
         try:
             address = runner.client.scheduler.address
         except OSError as err:  # refused or timed out
             where = spec.get("address")
-            raise StageError(f"dask: cannot reach the Dask scheduler at {where!r}: {_line(err)}") from None
+            raise StageError(f"dask: cannot reach the Dask scheduler at {where!r}: {first_line(err)}") from None
         except RuntimeError as err:  # the cluster class failed to start (prefect-dask logged why)
-            raise StageError(f"dask: {spec.get('cluster_class')} did not start: {_line(err)}") from None
+            raise StageError(f"dask: {spec.get('cluster_class')} did not start: {first_line(err)}") from None
         if address.startswith("inproc://"):
             raise StageError(
                 f"dask: the scheduler {address} lives inside the flow's process, which the stages' "

@@ -167,6 +167,9 @@ class DegradationParams(Section):
         return self
 
 
+DASK_ENV = "REALSR_DASK_ADDRESS"  # the scheduler an orchestrator hands the synthesize stage
+
+
 class SynthesizeParams(Section):
     scale: Literal[2, 4, 8] = 4
     per_image: Annotated[int, Field(ge=1, le=1000)] = 4  # K degradations per GT crop

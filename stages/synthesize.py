@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from realsr_r1.atomic import atomic_dir, write_json
-from realsr_r1.config import Params
+from realsr_r1.config import DASK_ENV, Params
 from realsr_r1.data.images import decode_png
 from realsr_r1.data.prepare import GtCrop
 from realsr_r1.data.synthesis import DaskClusterError, synthesize_split
@@ -25,7 +25,6 @@ from stages.common import UsageError, run_stage
 PREPARED = Path("data/prepared")
 OUT = Path("data/shards")
 METRICS = Path("metrics/synthesize.json")
-DASK_ENV = "REALSR_DASK_ADDRESS"
 log = logging.getLogger("stages.synthesize")
 
 

@@ -21,6 +21,7 @@ from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
 from realsr_r1.data.shards import read_records, read_samples
 from realsr_r1.tokenizers.corpus import text_corpus
+from realsr_r1.tokenizers.factory import save_image_tokenizer
 from realsr_r1.tokenizers.fit import (
     ChainImages,
     chain_batches,
@@ -28,7 +29,6 @@ from realsr_r1.tokenizers.fit import (
     fit_image_tokenizer_stream,
     image_tokenizer_config,
 )
-from realsr_r1.tokenizers.image import save_image_tokenizer
 from realsr_r1.tokenizers.text import train_text_tokenizer
 from stages.common import UsageError, run_stage
 

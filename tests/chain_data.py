@@ -1,11 +1,13 @@
 """Test data for the tokenizer/policy tests: real photo crops, real degradations, real shards.
 
-Until the synthesize stage lands these stand in for data/shards: crops of scikit-image's
-bundled photos degraded by `realsr_r1.degrade` and written with `write_shards`.
+Small stand-ins for data/shards: crops of scikit-image's bundled photos degraded by the
+synthesize stage's own `synthesize_crop` and written with `write_shards`. The tiny chain
+(tokenizers fitted on them) is built once per session by the fixtures in conftest.py.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -14,9 +16,9 @@ import numpy as np
 import skimage.data
 
 from realsr_r1.config import DegradationParams
-from realsr_r1.data.images import encode_png
+from realsr_r1.data.prepare import GtCrop
 from realsr_r1.data.shards import write_shards
-from realsr_r1.degrade import apply_degradation, describe, draw_degradation, to_text
+from realsr_r1.data.synthesis import synthesize_crop
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "coins")
 
@@ -40,27 +42,12 @@ def gt_crops(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
 
 
 def encoded_samples(n: int, size: int = 64, scale: int = 4, seed: int = 0) -> list[dict]:
-    """Shard samples (the synthesize contract) for `n` degraded crops."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i, gt in enumerate(gt_crops(n, size, seed)):
-        draw = draw_degradation(rng, DegradationParams(), (size, size), scale)
-        lr, stds = apply_degradation(gt, draw)
-        ops = describe(draw, stds)
-        half = cv2.resize(gt, (size // 2, size // 2), interpolation=cv2.INTER_AREA)
-        quarter = cv2.resize(gt, (size // 4, size // 4), interpolation=cv2.INTER_AREA)
-        out.append(
-            {
-                "__key__": f"{seed:03d}-{i:06d}",
-                "lr.png": encode_png(lr),
-                "hr.png": encode_png(gt),
-                "hr_2.png": encode_png(half),
-                "hr_4.png": encode_png(quarter),
-                "degradation.json": json.dumps({"operations": [list(o) for o in ops], "text": to_text(ops)}),
-                "meta.json": json.dumps({"source": f"{PHOTOS[i % len(PHOTOS)]}.png"}),
-            }
-        )
-    return out
+    """Shard samples of `n` degraded crops, made by the synthesize stage's own `synthesize_crop`."""
+    crops = [
+        GtCrop(f"{seed:03d}-{i:06d}", "train", gt, {"source": f"{PHOTOS[i % len(PHOTOS)]}.png"})
+        for i, gt in enumerate(gt_crops(n, size, seed))
+    ]
+    return [sample for crop in crops for sample in synthesize_crop(crop, 1, DegradationParams(), scale, seed)]
 
 
 def write_split(split_dir: Path, n: int, seed: int) -> Path:
@@ -85,20 +72,25 @@ def annotation_texts() -> list[str]:
     return text_corpus([], degradations) + list(UNDERSTANDING) * 3
 
 
-def tiny_chain(n: int = 48, codebook: int = 64, residual: bool = True, seed: int = 0):
-    """(ChainImages, fitted k-means tokenizer, text tokenizer) on real crops, in about a second."""
-    from realsr_r1.data.images import decode_png
-    from realsr_r1.tokenizers.fit import ChainImages, fit_image_tokenizer
-    from realsr_r1.tokenizers.image import ImageTokenizerConfig, KMeansConfig, to_tensor
+@functools.cache
+def tiny_text_tokenizer():
+    """The BPE text tokenizer with the layout tokens, trained once per process (it is not mutated)."""
     from realsr_r1.tokenizers.text import train_text_tokenizer
 
-    samples = encoded_samples(n, seed=seed)
-    img = lambda field: to_tensor([decode_png(s[field]) for s in samples])
-    chain = ChainImages(img("lr.png"), {"rough": img("hr_4.png"), "middle": img("hr_2.png"), "final": img("hr.png")})
+    return train_text_tokenizer(annotation_texts(), vocab_size=400, min_frequency=1, max_grid=8)
+
+
+def tiny_chain(n: int = 48, codebook: int = 64, residual: bool = True, seed: int = 0):
+    """(ChainImages, fitted k-means tokenizer, text tokenizer) on real crops, in about a second.
+
+    Tests take it from the session fixtures `tiny_parts`/`tiny_image_parts` (conftest.py)."""
+    from realsr_r1.data.shards import decode_sample
+    from realsr_r1.tokenizers.fit import fit_image_tokenizer, stack_samples
+    from realsr_r1.tokenizers.image import ImageTokenizerConfig, KMeansConfig
+
+    chain = stack_samples(decode_sample(s) for s in encoded_samples(n, seed=seed))
     cfg = ImageTokenizerConfig(codebook_size=codebook, residual=residual, seed=seed, kmeans=KMeansConfig(max_iter=5))
-    image_tok = fit_image_tokenizer(cfg, chain)
-    text_tok = train_text_tokenizer(annotation_texts(), vocab_size=400, min_frequency=1, max_grid=8)
-    return chain, image_tok, text_tok
+    return chain, fit_image_tokenizer(cfg, chain), tiny_text_tokenizer()
 
 
 def tiny_policy_config(**changes):

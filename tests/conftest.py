@@ -1,4 +1,5 @@
-"""Shared fixtures: real sample photos from the scikit-image wheel, GT crops, the repository root."""
+"""Shared fixtures: real sample photos from the scikit-image wheel, GT crops, the tiny chain
+(tokenizers fitted on real degraded crops, built once per session), the repository root."""
 
 from __future__ import annotations
 
@@ -33,6 +34,22 @@ def crops(tmp_path_factory: pytest.TempPathFactory) -> list[GtCrop]:
     for name in ("astronaut", "chelsea", "coffee"):
         Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.png")
     return sorted(prepare_photos(iter_folder(folder, [".png"]), PrepareParams(), 0, PrepareReport()), key=lambda c: c.key)
+
+
+@pytest.fixture(scope="session")
+def tiny_parts():
+    """(ChainImages, residual k-means tokenizer, text tokenizer) of 48 samples: shared, never mutate them."""
+    from tests.chain_data import tiny_chain
+
+    return tiny_chain(n=48, codebook=64, residual=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_image_parts():
+    """The same with an image (not residual) k-means tokenizer, on other crops (seed 1)."""
+    from tests.chain_data import tiny_chain
+
+    return tiny_chain(n=48, codebook=64, residual=False, seed=1)
 
 
 def tar_bytes(folder: Path) -> dict[str, bytes]:

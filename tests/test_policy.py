@@ -15,12 +15,12 @@ from realsr_r1.policy.record import TrainingRecord
 from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.vlcot import Completion, VLCoT, parse
-from tests.chain_data import UNDERSTANDING, tiny_chain, tiny_policy_config
+from tests.chain_data import UNDERSTANDING, tiny_policy_config
 
 
 @pytest.fixture(scope="module")
-def parts():
-    chain, image_tok, text_tok = tiny_chain(n=24, codebook=64)
+def parts(tiny_parts):
+    chain, image_tok, text_tok = tiny_parts
     policy = TinyPolicy.build(tiny_policy_config(), text_tok, image_tok)
     return chain, policy
 
@@ -149,8 +149,8 @@ def test_save_load_identity(parts, tmp_path: Path) -> None:
     assert TinyPolicy.from_pretrained(tmp_path / "q").record is None  # older checkpoint: unknown
 
 
-def test_lr_as_image_codes() -> None:
-    chain, image_tok, text_tok = tiny_chain(n=24, codebook=64, residual=False)
+def test_lr_as_image_codes(tiny_image_parts, tiny_parts) -> None:
+    chain, image_tok, text_tok = tiny_image_parts
     policy = TinyPolicy.build(tiny_policy_config(lr_input="codes"), text_tok, image_tok)
     assert policy.projector is None
     prompts = policy.prompts(list(to_uint8(chain.lr[:2])))
@@ -163,7 +163,7 @@ def test_lr_as_image_codes() -> None:
     out = policy.rollout(prompts, 2, Sampling(max_text_tokens=8))
     assert all(c is not None for c in out.chains)
     with pytest.raises(ValueError, match="residual: false"):
-        TinyPolicy.build(tiny_policy_config(lr_input="codes"), text_tok, tiny_chain(n=24, codebook=64)[1])
+        TinyPolicy.build(tiny_policy_config(lr_input="codes"), text_tok, tiny_parts[1])
 
 
 def test_a_text_tokenizer_without_the_layout_tokens_is_refused(parts) -> None:

@@ -17,17 +17,16 @@ from typer.testing import CliRunner
 from realsr_r1.cli import app
 from realsr_r1.policy.record import TrainingRecord, write_record
 from realsr_r1.policy.upscale import feather, tile_origins
-from realsr_r1.tokenizers.image import save_image_tokenizer
-from tests.chain_data import tiny_chain
+from realsr_r1.tokenizers.factory import save_image_tokenizer
 from tests.conftest import REPO
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("cli")
-    _, image_tok, text_tok = tiny_chain(n=12, codebook=64)
+    _, image_tok, text_tok = tiny_parts
     save_image_tokenizer(image_tok, root / "tokenizer/image")
     text_tok.save_pretrained(root / "tokenizer/text")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -116,7 +115,7 @@ def test_tiles_cover_and_blend_without_seams() -> None:
     assert np.all(np.abs(np.diff(blended)) <= 10.0 / 16 + 1e-9)  # no jump larger than one ramp step
 
 
-def test_tiles_blend_to_the_whole_image_result() -> None:
+def test_tiles_blend_to_the_whole_image_result(tiny_parts) -> None:
     """With a zero residual codebook every tile decodes to its own bicubic upsampling: the
     blended tiles must match the bicubic upsampling of the whole photo (no seams)."""
     import torch
@@ -128,7 +127,7 @@ def test_tiles_blend_to_the_whole_image_result() -> None:
     from realsr_r1.tokenizers.kmeans import KMeansTokenizer
     from tests.chain_data import tiny_policy_config
 
-    _, image_tok, text_tok = tiny_chain(n=12, codebook=64)
+    _, image_tok, text_tok = tiny_parts
     zero = KMeansTokenizer(image_tok.config, torch.zeros_like(image_tok.codebook))
     policy = TinyPolicy.build(tiny_policy_config(num_layers=1), text_tok, zero)
     photo = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((60, 44), Image.LANCZOS))

@@ -39,7 +39,9 @@ def astronaut() -> np.ndarray:
     return data.astronaut()
 
 
+@pytest.fixture(scope="module")
 def bad_inputs(astronaut: np.ndarray) -> dict[str, bytes]:
+    """Inputs prepare must reject, encoded once for the module (the tests only read them)."""
     jpeg = encode(Image.fromarray(astronaut), "JPEG")
     return {
         "truncated.jpg": jpeg[: len(jpeg) // 3],
@@ -50,7 +52,9 @@ def bad_inputs(astronaut: np.ndarray) -> dict[str, bytes]:
     }
 
 
+@pytest.fixture(scope="module")
 def good_inputs(astronaut: np.ndarray) -> dict[str, bytes]:
+    """Unusual but valid photos, encoded once for the module."""
     rgb = Image.fromarray(astronaut)
     gray16 = data.moon().astype(np.uint16) * 257
     ok, rgb16 = cv2.imencode(".png", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
@@ -68,9 +72,9 @@ def good_inputs(astronaut: np.ndarray) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("name", ["truncated.jpg", "empty.png", "notes.png", "tiny.png", "bomb.png"])
-def test_bad_inputs_raise_a_clear_error(astronaut: np.ndarray, name: str) -> None:
+def test_bad_inputs_raise_a_clear_error(bad_inputs: dict[str, bytes], name: str) -> None:
     with pytest.raises(PhotoError) as err:
-        decode_photo(bad_inputs(astronaut)[name], name, max_pixels=50_000_000, min_size=32)
+        decode_photo(bad_inputs[name], name, max_pixels=50_000_000, min_size=32)
     assert "\n" not in str(err.value)
 
 
@@ -80,8 +84,10 @@ def test_bomb_is_rejected_before_decoding(astronaut: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("name", ["cmyk.jpg", "gray16.png", "rgb16.png", "gray.png", "rgba.png", "palette.png"])
-def test_unusual_formats_decode_to_rgb8(astronaut: np.ndarray, name: str) -> None:
-    rgb = decode_photo(good_inputs(astronaut)[name], name)
+def test_unusual_formats_decode_to_rgb8(
+    astronaut: np.ndarray, good_inputs: dict[str, bytes], name: str
+) -> None:
+    rgb = decode_photo(good_inputs[name], name)
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
     assert rgb.std() > 10  # real content, not a blank or saturated image
     if name == "gray16.png":
@@ -99,8 +105,8 @@ def test_exif_orientation_is_applied(astronaut: np.ndarray) -> None:
     assert decode_photo(buf.getvalue()).shape[:2] == (300, 512)
 
 
-def test_prepare_keeps_good_rejects_bad_and_dedupes(astronaut: np.ndarray) -> None:
-    photos = {**bad_inputs(astronaut), **good_inputs(astronaut)}
+def test_prepare_keeps_good_rejects_bad_and_dedupes(bad_inputs: dict[str, bytes], good_inputs: dict[str, bytes]) -> None:
+    photos = {**bad_inputs, **good_inputs}
     photos["copy_of_gray.png"] = photos["gray.png"]
     report = PrepareReport()
     p = PrepareParams(max_pixels=50_000_000)

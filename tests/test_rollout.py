@@ -16,14 +16,14 @@ from realsr_r1.policy.layout import FORCED, IMAGE
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.vlcot import IMAGE_BLOCKS, VLCoTFormatError, parse
-from tests.chain_data import tiny_chain, tiny_policy_config
+from tests.chain_data import tiny_policy_config
 
 SAMPLING = Sampling(temperature=0.9, top_p=0.9, image_temperature=0.8, max_text_tokens=12, max_new_tokens=400)
 
 
 @pytest.fixture(scope="module")
-def setup():
-    chain, image_tok, text_tok = tiny_chain(n=12, codebook=64)
+def setup(tiny_parts):
+    chain, image_tok, text_tok = tiny_parts
     policy = TinyPolicy.build(tiny_policy_config(), text_tok, image_tok)
     return policy, policy.prompts(list(to_uint8(chain.lr[:3])))
 

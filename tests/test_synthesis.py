@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
+from click.testing import Result
 from skimage import data
+from typer.testing import CliRunner
 
+from realsr_r1.cli import app
 from realsr_r1.config import DegradationParams
 from realsr_r1.data.shards import read_samples
 from realsr_r1.data.synthesis import degrade_sample, synthesize_split
@@ -63,17 +66,23 @@ def test_description_text_round_trip() -> None:
         from_text("strong blur, downsample")
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "realsr_r1.cli", *args], capture_output=True, text=True, cwd=cwd)
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`realsr ARGS` as its own process: for what only a real process shows (stderr, exit code)."""
+    return subprocess.run([sys.executable, "-m", "realsr_r1.cli", *args], capture_output=True, text=True)
+
+
+def invoke(*args: str) -> Result:
+    """`realsr ARGS` in this process (no interpreter and torch start-up per call)."""
+    return CliRunner().invoke(app, list(args))
 
 
 def test_cli_synthesize_is_reproducible(photo_dir: Path, tmp_path: Path) -> None:
     (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        run = run_cli("synthesize", "--input", str(photo_dir), "--out", str(out), "--gt-size", "128",
-                      "--per-image", "2", "--seed", "3", "--workers", "2")
-        assert run.returncode == 0, run.stderr
+        run = invoke("synthesize", "--input", str(photo_dir), "--out", str(out), "--gt-size", "128",
+                     "--per-image", "2", "--seed", "3", "--workers", "2")
+        assert run.exit_code == 0, run.output
         assert "broken.jpg" in run.stderr
     assert tar_bytes(outs[0]) == tar_bytes(outs[1]) and tar_bytes(outs[0])
     report = json.loads((outs[0] / "report.json").read_text())
@@ -82,21 +91,23 @@ def test_cli_synthesize_is_reproducible(photo_dir: Path, tmp_path: Path) -> None
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    # a real process: nothing but the one line reaches its stderr (no warning, log or traceback)
     run = run_cli("synthesize", "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "missing" in run.stderr
     (tmp_path / "fake.png").write_text("not an image")
-    run = run_cli("degrade", str(tmp_path / "fake.png"), "-o", str(tmp_path / "lr.png"))
-    assert run.returncode == 2 and "fake.png" in run.stderr and run.stderr.count("\n") == 1
+    bad = invoke("degrade", str(tmp_path / "fake.png"), "-o", str(tmp_path / "lr.png"))
+    assert bad.exit_code == 2 and "fake.png" in bad.stderr and bad.stderr.count("\n") == 1
+    assert not (tmp_path / "lr.png").exists()
 
 
 def test_cli_degrade(photo_dir: Path, tmp_path: Path) -> None:
-    run = run_cli("degrade", str(photo_dir / "chelsea.png"), "-o", str(tmp_path / "lr.png"), "--seed", "5")
-    assert run.returncode == 0, run.stderr
+    run = invoke("degrade", str(photo_dir / "chelsea.png"), "-o", str(tmp_path / "lr.png"), "--seed", "5")
+    assert run.exit_code == 0, run.output
     from_text(run.stdout.strip())  # prints a parseable description
     from PIL import Image
 
     assert Image.open(tmp_path / "lr.png").size == (451 // 4, 300 // 4)
-    run = run_cli("degrade", "--count", "50", "--seed", "1", "--jsonl", str(tmp_path / "d.jsonl"))
+    run = invoke("degrade", "--count", "50", "--seed", "1", "--jsonl", str(tmp_path / "d.jsonl"))
     lines = (tmp_path / "d.jsonl").read_text().splitlines()
-    assert run.returncode == 0 and len(lines) == 50
+    assert run.exit_code == 0 and len(lines) == 50
     assert len({json.loads(line)["noise_seed"] for line in lines}) == 50

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,20 +15,14 @@ import pytest
 import yaml
 
 from flows.dvc import StageError, env_for_dvc
-from flows.grpo import DASK_ENV, dask_cluster
-from realsr_r1.config import DegradationParams, SynthesizeParams
+from flows.grpo import dask_cluster
+from realsr_r1.config import DASK_ENV, DegradationParams, SynthesizeParams
 from realsr_r1.data import synthesis
 from realsr_r1.data.images import encode_png
 from realsr_r1.data.synthesis import DaskClusterError, synthesize_split
 from stages.synthesize import dask_address
 from tests.conftest import REPO, tar_bytes
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import free_port  # bound then released: nothing listens there
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +50,7 @@ def test_dask_shards_are_byte_identical_to_local(
 
 
 def test_unreachable_scheduler_names_the_address(tmp_path: Path, crops: list) -> None:
-    address = f"tcp://127.0.0.1:{closed_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     with (
         dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
         pytest.raises(DaskClusterError, match=f"cannot reach the Dask scheduler at '{address}'"),
@@ -117,7 +110,7 @@ def test_stage_runs_on_the_cluster_in_the_environment(
     assert tar_bytes(local / "data/shards") == tar_bytes(remote / "data/shards") != {}
     assert (local / "metrics/synthesize.json").read_bytes() == (remote / "metrics/synthesize.json").read_bytes()
 
-    address = f"tcp://127.0.0.1:{closed_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     bad = run_stage(tmp_path / "local", REALSR_DASK_ADDRESS=address)
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
@@ -164,7 +157,7 @@ def test_flow_rejects_a_bad_dask_parameter(spec: dict, message: str) -> None:
 
 
 def test_flow_names_an_unreachable_scheduler() -> None:
-    address = f"tcp://127.0.0.1:{closed_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     with (
         dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
         pytest.raises(StageError, match=f"cannot reach the Dask scheduler at '{address}'"),

@@ -13,32 +13,21 @@ import pytest
 import torch
 import yaml
 
+from realsr_r1.tokenizers.factory import load_image_tokenizer, save_image_tokenizer
 from realsr_r1.tokenizers.fit import evaluate_reconstruction, fit_image_tokenizer
-from realsr_r1.tokenizers.image import (
-    ImageTokenizerConfig,
-    TokenizerError,
-    VQConfig,
-    bicubic,
-    load_image_tokenizer,
-    save_image_tokenizer,
-)
+from realsr_r1.tokenizers.image import ImageTokenizerConfig, TokenizerError, VQConfig, bicubic
 from realsr_r1.tokenizers.text import IMAGE_START, grid_token, load_text_tokenizer
 from realsr_r1.vlcot import SPECIAL_TOKENS
-from tests.chain_data import tiny_chain, write_split
+from tests.chain_data import write_split
 from tests.conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def chain_and_tokenizers():
-    return tiny_chain(n=48, codebook=64, residual=True)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1.0 / ((a - b) ** 2).mean()))
 
 
-def test_kmeans_shapes_any_multiple_of_f(chain_and_tokenizers) -> None:
-    chain, tok, _ = chain_and_tokenizers
+def test_kmeans_shapes_any_multiple_of_f(tiny_parts) -> None:
+    chain, tok, _ = tiny_parts
     for h, w in [(16, 16), (32, 32), (64, 64), (24, 40)]:
         images = torch.nn.functional.interpolate(chain.images["final"][:3], size=(h, w), mode="area")
         codes = tok.encode(images, chain.lr[:3])
@@ -51,8 +40,8 @@ def test_kmeans_shapes_any_multiple_of_f(chain_and_tokenizers) -> None:
         tok.encode(chain.images["final"][:1])
 
 
-def test_residual_kmeans_beats_bicubic_and_expected_decode(chain_and_tokenizers) -> None:
-    chain, tok, _ = chain_and_tokenizers
+def test_residual_kmeans_beats_bicubic_and_expected_decode(tiny_parts) -> None:
+    chain, tok, _ = tiny_parts
     hr, lr = chain.images["final"], chain.lr
     codes = tok.encode(hr, lr)
     assert psnr(tok.decode(codes, lr), hr) > psnr(bicubic(lr, (64, 64)), hr) + 1.0
@@ -63,16 +52,16 @@ def test_residual_kmeans_beats_bicubic_and_expected_decode(chain_and_tokenizers)
     assert 0 < metrics["codes"]["usage"] <= 1 and metrics["codes"]["perplexity"] > 1
 
 
-def test_image_kmeans_beats_mean_colour() -> None:
-    chain, tok, _ = tiny_chain(n=48, codebook=64, residual=False, seed=1)
+def test_image_kmeans_beats_mean_colour(tiny_image_parts) -> None:
+    chain, tok, _ = tiny_image_parts
     hr = chain.images["final"]
     rec = tok.decode(tok.encode(hr))
     mean_colour = hr.mean(dim=(2, 3), keepdim=True).expand_as(hr)
     assert psnr(rec, hr) > psnr(mean_colour, hr) + 3.0
 
 
-def test_kmeans_save_load_identity(chain_and_tokenizers, tmp_path: Path) -> None:
-    chain, tok, _ = chain_and_tokenizers
+def test_kmeans_save_load_identity(tiny_parts, tmp_path: Path) -> None:
+    chain, tok, _ = tiny_parts
     save_image_tokenizer(tok, tmp_path / "tok")
     back = load_image_tokenizer(tmp_path / "tok")
     assert back.config == tok.config
@@ -82,8 +71,8 @@ def test_kmeans_save_load_identity(chain_and_tokenizers, tmp_path: Path) -> None
         load_image_tokenizer(tmp_path / "nowhere")
 
 
-def test_vq_round_trip_after_short_training(chain_and_tokenizers, tmp_path: Path) -> None:
-    chain, _, _ = chain_and_tokenizers
+def test_vq_round_trip_after_short_training(tiny_parts, tmp_path: Path) -> None:
+    chain, _, _ = tiny_parts
     vq = VQConfig(base_channels=32, channel_multiplier=(1, 1, 1, 1), embed_dim=8, latent_channels=32, steps=20, batch_size=8, lr=3e-3)
     cfg = ImageTokenizerConfig(kind="vq", codebook_size=32, residual=False, vq=vq)
     tok = fit_image_tokenizer(cfg, chain)
@@ -107,8 +96,8 @@ def test_vq_round_trip_after_short_training(chain_and_tokenizers, tmp_path: Path
     assert torch.equal(loaded.encode(hr), codes)
 
 
-def test_text_tokenizer_round_trip_with_special_tokens(chain_and_tokenizers, tmp_path: Path) -> None:
-    _, _, text = chain_and_tokenizers
+def test_text_tokenizer_round_trip_with_special_tokens(tiny_parts, tmp_path: Path) -> None:
+    _, _, text = tiny_parts
     sample = "<degradation>medium blur, downsample, heavy noise</degradation><rough_image><|image|></rough_image>"
     ids = text.encode(sample, add_special_tokens=False)
     assert text.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) == sample

@@ -7,19 +7,19 @@ failed (listed with the reason).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from tqdm import tqdm
 
 from realsr_r1.annotate.captions import Outcome
 from realsr_r1.annotate.records import AnnotationRecord
+from realsr_r1.chunks import chunked
 from realsr_r1.config import AnnotateParams
 from realsr_r1.data.shards import ShardSample
 from realsr_r1.degrade.describe import to_text
 
-T = TypeVar("T")
 STATUSES = ("annotated", "cached", "failed")
 
 
@@ -36,17 +36,6 @@ class AnnotateResult:
     records: list[AnnotationRecord] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     failures: list[dict[str, str]] = field(default_factory=list)  # {key, source, error}
-
-
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def degradation_text(sample: ShardSample) -> str:

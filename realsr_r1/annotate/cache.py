@@ -11,7 +11,6 @@ import json
 import logging
 from pathlib import Path
 
-
 from realsr_r1.annotate.captions import Captions
 from realsr_r1.atomic import write_json
 

@@ -20,10 +20,11 @@ import torch
 from PIL import Image
 
 from realsr_r1.annotate.cache import CaptionCache
-from realsr_r1.data.images import pixel_hash
 from realsr_r1.annotate.captions import Captions, Outcome, clean_text, parse_tags
 from realsr_r1.config import VlmParams
+from realsr_r1.data.images import pixel_hash
 from realsr_r1.data.shards import ShardSample
+from realsr_r1.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,7 @@ class VlmCaptioner:
             self.processor = AutoProcessor.from_pretrained(self.path)
             self.model = AutoModelForImageTextToText.from_pretrained(self.path).to(device).eval()
         except (OSError, ValueError, KeyError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise VlmError(f"annotate.vlm.model {self.path}: cannot load: {first}") from None
+            raise VlmError(f"annotate.vlm.model {self.path}: cannot load: {first_line(err)}") from None
         self.device = device
         tokenizer = getattr(self.processor, "tokenizer", None)
         if tokenizer is not None:
@@ -130,9 +130,7 @@ class VlmCaptioner:
                 except (RuntimeError, ValueError, IndexError) as err:
                     log.warning("vlm %s batch failed: %s", question, err)
                     for i in idx:
-                        errors[i] = (
-                            f"{question}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                        )
+                        errors[i] = f"{question}: {type(err).__name__}: {first_line(err)}"
                     continue
                 for i, t in zip(idx, texts, strict=True):
                     answers[question][i] = t

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from realsr_r1.config import Params
 
 ParamsOption = Annotated[
-    Optional[Path], typer.Option("--params", help="params.yaml to take the degradation settings from (default: built-in)")
+    Path | None, typer.Option("--params", help="params.yaml to take the degradation settings from (default: built-in)")
 ]
 
 
@@ -36,7 +36,7 @@ def synthesize(
     workers: Annotated[int, typer.Option(help="processes (0: all cores)")] = 0,
     scale: Annotated[int, typer.Option(help="LR side = GT side / scale")] = 4,
     crops_per_image: Annotated[int, typer.Option(help="GT crops per photo")] = 1,
-    short_side: Annotated[Optional[int], typer.Option(help="resize photos' short side first (default: keep)")] = None,
+    short_side: Annotated[int | None, typer.Option(help="resize photos' short side first (default: keep)")] = None,
     val_fraction: Annotated[float, typer.Option(help="share of photos (by content hash) in val/")] = 0.0,
     params: ParamsOption = None,
 ) -> None:
@@ -83,12 +83,12 @@ def synthesize(
 @app.command()
 @one_line_errors("realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", FileNotFoundError)
 def degrade(
-    image: Annotated[Optional[Path], typer.Argument(help="photo to degrade (omit with --count to only draw parameters)")] = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="where to write the LR PNG")] = None,
+    image: Annotated[Path | None, typer.Argument(help="photo to degrade (omit with --count to only draw parameters)")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="where to write the LR PNG")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     scale: Annotated[int, typer.Option()] = 4,
     count: Annotated[int, typer.Option(help="number of parameter draws for --jsonl")] = 1,
-    jsonl: Annotated[Optional[Path], typer.Option(help="write COUNT parameter draws (no pixels), one JSON per line")] = None,
+    jsonl: Annotated[Path | None, typer.Option(help="write COUNT parameter draws (no pixels), one JSON per line")] = None,
     gt_size: Annotated[int, typer.Option(help="GT size assumed by --jsonl draws")] = 256,
     params: ParamsOption = None,
 ) -> None:

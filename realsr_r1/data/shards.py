@@ -63,7 +63,8 @@ def shard_paths(split_dir: str | Path) -> list[str]:
     return sorted(str(p) for p in Path(split_dir).glob("shard-*.tar"))
 
 
-def _decode(sample: dict[str, Any]) -> ShardSample:
+def decode_sample(sample: dict[str, Any]) -> ShardSample:
+    """One encoded sample (as `write_shards` takes and WebDataset yields) decoded; names what is missing."""
     missing = [f for f in IMAGE_FIELDS + JSON_FIELDS if f not in sample]
     if missing:
         raise ValueError(f"sample {sample.get('__key__')!r} in {sample.get('__url__')}: missing {missing}")
@@ -84,7 +85,7 @@ def read_samples(split_dir: str | Path) -> Iterator[ShardSample]:
     if not urls:
         return iter(())
     dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
-    return (_decode(s) for s in dataset)
+    return (decode_sample(s) for s in dataset)
 
 
 def read_records(split_dir: str | Path, field: str = "degradation.json") -> Iterator[dict[str, Any]]:

@@ -14,18 +14,19 @@ import multiprocessing as mp
 import os
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from realsr_r1.chunks import chunked
 from realsr_r1.config import DegradationParams
 from realsr_r1.data.images import encode_png
 from realsr_r1.data.prepare import GtCrop
 from realsr_r1.data.shards import write_shards
 from realsr_r1.degrade import apply_degradation, describe, draw_degradation, to_text
+from realsr_r1.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +105,6 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def _chunks(items: Iterable[GtCrop], size: int) -> Iterator[list[GtCrop]]:
-    """Consecutive lists of `size` items (the last one shorter), read lazily."""
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
 def _dask_results(
     address: str, crops: Iterable[GtCrop], per_image: int, p: DegradationParams, scale: int, seed: int
 ) -> Iterator[list[dict]]:
@@ -124,8 +118,7 @@ def _dask_results(
     try:
         client = distributed.Client(address, set_as_default=False)
     except (OSError, ValueError, TypeError) as err:  # refused, timed out, or not an address
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise DaskClusterError(f"cannot reach the Dask scheduler at {address!r}: {reason}") from None
+        raise DaskClusterError(f"cannot reach the Dask scheduler at {address!r}: {first_line(err)}") from None
     with client:
         try:
             client.wait_for_workers(1, timeout=DASK_WAIT_WORKERS_S)
@@ -143,7 +136,7 @@ def _dask_results(
         threads = sum(client.nthreads().values())
         log.info("synthesizing on the Dask cluster at %s (%d worker threads)", address, threads)
         window: deque[distributed.Future] = deque()
-        for chunk in _chunks(crops, DASK_CHUNK):
+        for chunk in chunked(crops, DASK_CHUNK):
             window.append(client.submit(_dask_job, chunk, per_image, p, scale, seed, pure=False))
             if len(window) >= 2 * max(threads, 1):
                 yield from window.popleft().result()

@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from realsr_r1.config import BlurParams, DegradationParams, DegradationStage, JpegParams, NoiseParams, ResizeParams
+from realsr_r1.config import (
+    BlurParams,
+    DegradationParams,
+    DegradationStage,
+    JpegParams,
+    NoiseParams,
+    ResizeParams,
+)
 
 
 def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:

@@ -13,7 +13,7 @@ from realsr_r1.atomic import atomic_dir
 from realsr_r1.config import Params
 from realsr_r1.policy.interface import Sampling
 from realsr_r1.policy.tiny import TinyPolicy, TinyPolicyConfig
-from realsr_r1.tokenizers.image import load_image_tokenizer
+from realsr_r1.tokenizers.factory import load_image_tokenizer
 from realsr_r1.tokenizers.text import load_text_tokenizer
 
 

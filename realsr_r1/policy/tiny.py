@@ -26,7 +26,8 @@ from realsr_r1.policy import rollout as engine
 from realsr_r1.policy.interface import Policy, PromptBatch, Rollout, Sampling, SequenceBatch, TokenScores
 from realsr_r1.policy.layout import FORCED, IMAGE, Layout
 from realsr_r1.policy.record import TrainingRecord, read_record, write_record
-from realsr_r1.tokenizers.image import ImageTokenizer, load_image_tokenizer, patchify, to_tensor, to_uint8
+from realsr_r1.tokenizers.factory import load_image_tokenizer, save_image_tokenizer
+from realsr_r1.tokenizers.image import ImageTokenizer, patchify, to_tensor, to_uint8
 from realsr_r1.tokenizers.text import load_text_tokenizer
 from realsr_r1.vlcot import (
     IMAGE_BLOCK_DOWNSCALE,
@@ -151,8 +152,6 @@ class TinyPolicy(Policy):
         return TinyPolicy(config, backbone.eval(), text_tokenizer, image_tokenizer).eval()
 
     def save_pretrained(self, path: str | Path) -> None:
-        from realsr_r1.tokenizers.image import save_image_tokenizer
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from realsr_r1.config import GenerationParams
+from realsr_r1.errors import first_line
 from realsr_r1.rewards.niqe import niqe
 from realsr_r1.vlcot import VLCoT
 
@@ -93,9 +94,8 @@ def _paper_quality(x: torch.Tensor, weights_dir: str | None) -> torch.Tensor:
         try:
             raw = pyiqa_scores(name, x, **opts)
         except Exception as err:  # noqa: BLE001 (any load failure becomes one clear line)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise MetricWeightsError(
-                f"paper preset metric {name} failed to load from {root}: {first}"
+                f"paper preset metric {name} failed to load from {root}: {first_line(err)}"
             ) from None
         scores.append((raw * scale).clamp(0.0, 1.0))
     return torch.stack(scores).mean(dim=0)

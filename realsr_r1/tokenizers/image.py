@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from realsr_r1.degrade import ops
+
 CONFIG_FILE = "image_tokenizer.json"
 
 
@@ -80,8 +82,8 @@ def to_tensor(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float (N, 3, H, W) in [0, 1] -> uint8 (N, H, W, 3), rounded."""
-    return (images.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    """float (N, 3, H, W) in [0, 1] -> uint8 (N, H, W, 3), rounded as every 8-bit image here."""
+    return ops.to_uint8(images.detach().float().cpu().permute(0, 2, 3, 1).numpy())
 
 
 def bicubic(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -177,32 +179,3 @@ class ImageTokenizer(ABC):
     def decode_expected(self, probs: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the expected target under per-position code probabilities (N, h, w, K)."""
         return self.from_target(self.decode_target_expected(probs), lr)
-
-
-def save_image_tokenizer(tokenizer: ImageTokenizer, out_dir: str | Path) -> None:
-    """Write config + weights into `out_dir` (created); callers make it atomic with `atomic_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / CONFIG_FILE).write_text(tokenizer.config.to_json())
-    tokenizer.save(out_dir)
-
-
-def load_image_tokenizer(path: str | Path) -> ImageTokenizer:
-    """Load a tokenizer saved by `save_image_tokenizer`; errors name the directory."""
-    path = Path(path)
-    cfg_path = path / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise TokenizerError(f"{path}: no image tokenizer here (missing {CONFIG_FILE})")
-    try:
-        config = ImageTokenizerConfig.from_dict(json.loads(cfg_path.read_text()))
-    except (json.JSONDecodeError, TypeError) as err:
-        raise TokenizerError(f"{cfg_path}: bad image tokenizer config: {err}") from None
-    if config.kind == "kmeans":
-        from realsr_r1.tokenizers.kmeans import KMeansTokenizer
-
-        return KMeansTokenizer.load(path, config)
-    if config.kind == "vq":
-        from realsr_r1.tokenizers.vq import VQTokenizer
-
-        return VQTokenizer.load(path, config)
-    raise TokenizerError(f"{cfg_path}: unknown tokenizer kind {config.kind!r}")
