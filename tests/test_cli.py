@@ -96,7 +96,7 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained small policy checkpoint, written by `realsr init-policy` from real tokenizers."""
     import yaml
 
-    from realsr_r1.tokenizers.image import save_image_tokenizer
+    from realsr_r1.tokenizers.factory import save_image_tokenizer
     from tests.chain_data import tiny_chain
 
     root = tmp_path_factory.mktemp("policy")

@@ -133,8 +133,8 @@ def test_prepare_is_deterministic_and_split_is_per_photo(photo_dir: Path) -> Non
     assert all(len(splits) == 1 for splits in by_photo.values())
 
 
-def test_prepare_on_a_process_pool_equals_serial(astronaut: np.ndarray) -> None:
-    photos = {**bad_inputs(astronaut), **good_inputs(astronaut)}
+def test_prepare_on_a_process_pool_equals_serial(bad_inputs: dict[str, bytes], good_inputs: dict[str, bytes]) -> None:
+    photos = {**bad_inputs, **good_inputs}
     photos["copy_of_gray.png"] = photos["gray.png"]
     photos["zz_copy_of_png.png"] = photos["copy_of_gray.png"]
     p = PrepareParams(max_pixels=50_000_000, crops_per_image=3)
