@@ -51,22 +51,38 @@ class Remote:
 
 
 def dvc_remote(root: Path, name: str | None = None) -> Remote:
-    """The named remote, or the default one; a missing remote is one clear line."""
-    from dvc.repo import Repo
+    """The named remote, or the default one, from `dvc config --list` (config.local included);
+    DVC runs as a subprocess: the flow's folder has its own `dvc` module, which shadows DVC's."""
+    import sys
 
-    with Repo(str(root)) as repo:
-        name = name or repo.config["core"].get("remote")
-        if not name or name not in repo.config["remote"]:
-            known = ", ".join(repo.config["remote"]) or "none"
-            raise StageError(f"{root}/.dvc: no DVC remote {name or '(default)'!r} (configured: {known})")
-        remote = repo.cloud.get_remote(name)
-        return Remote(
-            name,
-            repo.config["remote"][name]["url"],
-            dict(repo.config["remote"][name]),
-            remote.fs.fs,
-            remote.path,
+    import fsspec
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "--list"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise StageError(f"{root}: dvc config --list failed: {done.stderr.strip()}")
+    conf = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    name = name or conf.get("core.remote")
+    prefix = f"remote.{name}."
+    config = {k.removeprefix(prefix): v for k, v in conf.items() if k.startswith(prefix)}
+    if not name or "url" not in config:
+        known = sorted({k.split(".")[1] for k in conf if k.startswith("remote.")}) or ["none"]
+        raise StageError(
+            f"{root}/.dvc: no DVC remote {name or '(default)'!r} (configured: {', '.join(known)})"
         )
+    url = config["url"]
+    if "://" not in url:  # a local folder, relative to .dvc/
+        url = str((root / ".dvc" / url).resolve())
+    options = {"client_kwargs": {"endpoint_url": config["endpointurl"]}} if config.get("endpointurl") else {}
+    if config.get("profile"):
+        options["profile"] = config["profile"]
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    return Remote(name, url, config, fs, path)
 
 
 def _credentials_source(config: dict[str, Any]) -> str:
