@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: pipeline test install bench clean remote-s3
+.PHONY: pipeline test install bench clean remote-s3 run-outputs
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: install
 # S3-compatible store, AWS credentials as usual). Written to .dvc/config.local, made the default.
 remote-s3:
 	dvc remote add --local --force --default s3 "s3://$${REALSR_DVC_BUCKET:?set REALSR_DVC_BUCKET}/dvc"
+
+# The outputs of a remote run (grpo/remote) of the checked-out commit: its recorded dvc.lock,
+# params and metrics from the DVC remote's runs/COMMIT/, then the outputs themselves.
+run-outputs:
+	python -m flows.runs fetch
+	dvc pull
 
 clean:
 	rm -rf data/raw data/prepared data/shards .dvc/tmp

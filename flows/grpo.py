@@ -11,6 +11,12 @@ afterwards the checkout is put back as it was (params.yaml, dvc.lock, metrics an
 DVC tracks), so an experiment never changes what later runs and commits start from.
 `publish=True` always runs the `publish` stage: where a release goes (the bucket) is not
 one of its DVC inputs, and it is cheap when the release already exists.
+Runs in one checkout queue: a global concurrency limit of one slot, named after the checkout,
+is held for the run (DVC locks the checkout while a command runs, so a second run there would
+fail with "'data/prepared' is busy"; it waits instead). With `record=True` (the `grpo/remote`
+deployment, which clones the code) the run first checks the DVC remote answers, then writes its
+commit and the dvc.lock it produced under the remote's `runs/COMMIT/RUN_ID/` (flows/runs.py); a
+`grpo-run` artifact names the commit and shows the lock in every case.
 With the `dask` parameter the run brings up (or connects to) a Dask cluster through
 prefect-dask for its duration and hands the scheduler to the stages in $REALSR_DASK_ADDRESS
 (synthesis fans out over it).
@@ -19,10 +25,12 @@ prefect-dask for its duration and hands the scheduler to the stages in $REALSR_D
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,12 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import TaskRun
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.runtime import flow_run as current_flow_run
 from prefect.runtime import task_run as current_task_run
 from prefect.states import Failed, State
 from prefect.tasks import Task, exponential_backoff
@@ -39,6 +52,7 @@ from prefect_dask import DaskTaskRunner
 from flows.dag import DagError, Stage, read_stages, select, upstream
 from flows.dvc import StageError, TransientStageError, check, first_error, run_dvc
 from flows.ledger import already_pushed, record_push
+from flows.runs import check_reachable, dvc_remote, git, record_run
 from realsr_r1.atomic import write_bytes
 from realsr_r1.config import DASK_ENV, ParamsError, load_params
 from realsr_r1.errors import first_line
@@ -216,7 +230,9 @@ def dask_cluster(spec: dict[str, Any] | None) -> Iterator[dict[str, str]]:
         return
     unknown = sorted(set(spec) - DASK_KEYS)
     if unknown:
-        raise StageError(f"dask: unknown key(s) {', '.join(unknown)} (expected: {', '.join(sorted(DASK_KEYS))})")
+        raise StageError(
+            f"dask: unknown key(s) {', '.join(unknown)} (expected: {', '.join(sorted(DASK_KEYS))})"
+        )
     try:
         runner = DaskTaskRunner(**spec)
     except (ValueError, TypeError, ImportError, AttributeError) as err:  # conflicting keys, no such class
@@ -246,12 +262,17 @@ def _changed_stages(root: Path, log: Any) -> set[str] | None:
         return None
 
 
+def run_files(plan: list[Stage]) -> set[str]:
+    """The files git keeps that a run rewrites: params (experiments), dvc.lock, metrics, plots."""
+    return {"params.yaml", "dvc.lock", *(p for s in plan for p in (*s.metrics, *s.plots))}
+
+
 @contextmanager
 def experiment(root: Path, plan: list[Stage], log: Any) -> Iterator[None]:
     """Put the checkout back as it was after the `with`: the files `dvc exp run -S` rewrites
     (params.yaml, dvc.lock, the stages' metrics and plots) byte for byte, then DVC's outputs
     by `dvc checkout` against the restored dvc.lock. The experiment stays in `dvc exp show`."""
-    paths = {"params.yaml", "dvc.lock", *(p for s in plan for p in (*s.metrics, *s.plots))}
+    paths = run_files(plan)
     before = {p: (root / p).read_bytes() if (root / p).is_file() else None for p in paths}
     try:
         yield
@@ -268,6 +289,43 @@ def experiment(root: Path, plan: list[Stage], log: Any) -> Iterator[None]:
             log.warning("restoring the outputs: %s (`dvc pull` fetches them)", first_error(done.output))
 
 
+@contextmanager
+def one_run_per_checkout(root: Path, log: Any) -> Iterator[None]:
+    """Hold the checkout's slot (a global concurrency limit of 1, created on first use) for the
+    `with`: a second run in the same checkout waits here instead of failing on DVC's lock."""
+    name = "checkout-" + hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:  # another run created it first
+                pass
+    log.info("taking the checkout %s (concurrency limit %s; waits while another run works there)", root, name)
+    with concurrency(name, occupy=1, strict=True):
+        yield
+
+
+def run_markdown(meta: dict[str, Any], lock: bytes | None, where: str | None) -> str:
+    """The `grpo-run` artifact: the commit, where the record is, how to get the outputs."""
+    lines = [f"### Run of commit `{meta['commit']}`", ""]
+    if meta.get("dirty"):
+        lines += ["The checkout had uncommitted changes: the commit alone does not reproduce it.", ""]
+    if where:
+        lines += [
+            f"Recorded at `{where}` (dvc.lock, params, metrics). Its outputs on a laptop:",
+            "",
+            "```bash",
+            f"git checkout {meta['commit']}",
+            "make run-outputs      # python -m flows.runs fetch && dvc pull",
+            "```",
+            "",
+        ]
+    body = lock.decode() if lock else "(no dvc.lock)"
+    return "\n".join([*lines, "dvc.lock this run produced:", "", f"```yaml\n{body}```"])
+
+
 @flow(name="grpo")
 def grpo(
     stages: list[str] | None = None,
@@ -280,6 +338,7 @@ def grpo(
     retry_delay_s: float = 5.0,
     repo: str | None = None,
     dask: dict[str, Any] | None = None,
+    record: bool = False,
 ) -> dict[str, bool] | State:
     """Run the DVC pipeline stage by stage.
 
@@ -291,11 +350,27 @@ def grpo(
     photo source); remote: a DVC remote name (default: the configured default); retries and
     retry_delay_s: back-off for storage/network failures; repo: the checkout (default:
     $REALSR_REPO or the working directory); dask: a Dask cluster for the run (see
-    `dask_cluster`), whose scheduler the stages get in $REALSR_DASK_ADDRESS.
+    `dask_cluster`), whose scheduler the stages get in $REALSR_DASK_ADDRESS; record: check the
+    DVC remote answers before any stage, and keep the run's commit and dvc.lock on it.
     """
     log = get_run_logger()
     try:
-        return _run(log, stages, overrides, push, publish, force, remote, retries, retry_delay_s, repo, dask)
+        root = Path(repo or os.environ.get("REALSR_REPO") or Path.cwd()).resolve()
+        with one_run_per_checkout(root, log):
+            return _run(
+                log,
+                stages,
+                overrides,
+                push,
+                publish,
+                force,
+                remote,
+                retries,
+                retry_delay_s,
+                root,
+                dask,
+                record,
+            )
     except StageError as err:
         # the reason as the state's message (the UI) and a log line (`--watch` streams logs)
         log.error("failed: %s", err)
@@ -312,11 +387,20 @@ def _run(
     remote: str | None,
     retries: int,
     retry_delay_s: float,
-    repo: str | None,
+    root: Path,
     dask: dict[str, Any] | None,
+    record: bool,
 ) -> dict[str, bool]:
     """The flow's body; a StageError carries the one-line reason the run failed."""
-    root = Path(repo or os.environ.get("REALSR_REPO") or Path.cwd()).resolve()
+    started = datetime.now(UTC).isoformat()
+    commit, dirty = _commit(root)
+    store = dvc_remote(root, remote) if record else None
+    if store is not None:
+        if dirty:
+            raise StageError(
+                f"{root}: uncommitted changes, but a run record names a commit: commit them first"
+            )
+        check_reachable(store)  # before anything is written anywhere
     try:
         plan = select(read_stages(root / "dvc.yaml"), stages, set() if publish else {"publish"})
         set_params = _set_params(root, overrides or {})
@@ -347,9 +431,41 @@ def _run(
             )
             out = step(stage, str(root), stage.name in forced, push, remote, set_params, unchanged, env)
             results[stage.name] = out["executed"]
+        # what this run produced, read before an experiment puts the checkout back
+        produced = {
+            rel: (root / rel).read_bytes() for rel in sorted(run_files(plan)) if (root / rel).is_file()
+        }
     create_table_artifact(
         [{"stage": k, "executed": v, "pushed": push} for k, v in results.items()],
         key="grpo-stages",
         description="which stages ran (DVC's cache skips unchanged ones)",
     )
+    meta = {
+        "commit": commit,
+        "dirty": dirty,
+        "flow_run_id": current_flow_run.get_id() or "local",
+        "flow_run_name": current_flow_run.get_name(),
+        "started": started,
+        "finished": datetime.now(UTC).isoformat(),
+        "stages": results,
+        "requested": {"stages": stages, "overrides": overrides or {}},
+    }
+    where = record_run(store, meta["flow_run_id"], produced, meta) if store is not None else None
+    if where:
+        log.info("run recorded at %s (commit %s)", where, commit)
+    create_markdown_artifact(
+        run_markdown(meta, produced.get("dvc.lock"), where),
+        key="grpo-run",
+        description=f"commit {commit[:12]} and the dvc.lock this run produced",
+    )
     return results
+
+
+def _commit(root: Path) -> tuple[str, bool]:
+    """HEAD's commit and whether tracked files differ from it (a record must name a real state)."""
+    try:
+        return git(root, "rev-parse", "HEAD"), bool(
+            git(root, "status", "--porcelain", "--untracked-files=no")
+        )
+    except StageError:
+        return "(not a git checkout)", True

@@ -13,9 +13,11 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from tests.servers import BIN, GIT_ID, MotoS3, PrefectServer, Relay, Worker, cop
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 DVC_BUCKET, RELEASE_BUCKET, RELEASE = "realsr-dvc", "realsr-releases", "realsr-r1-tiny"
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @dataclass
@@ -88,13 +91,16 @@ class Session:
         runs = self.api("/flow_runs/filter", {"flow_runs": {"id": {"any_": [m.group(1)]}}})
         return done, runs[0]
 
-    def stages_artifact(self, flow_run_id: str) -> dict[str, bool]:
+    def artifact(self, flow_run_id: str, key: str) -> Any:
         arts = self.api(
             "/artifacts/filter",
-            {"artifacts": {"key": {"any_": ["grpo-stages"]}, "flow_run_id": {"any_": [flow_run_id]}}},
+            {"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [flow_run_id]}}},
         )
         assert len(arts) == 1, arts
-        data = arts[0]["data"]
+        return arts[0]["data"]
+
+    def stages_artifact(self, flow_run_id: str) -> dict[str, bool]:
+        data = self.artifact(flow_run_id, "grpo-stages")
         rows = json.loads(data) if isinstance(data, str) else data
         return {r["stage"]: r["executed"] for r in rows}
 
@@ -135,7 +141,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     sess = Session(repo, env, s3, relay, prefect, None, work)  # type: ignore[arg-type]
     try:
         sess.run("make", "remote-s3")
-        sess.run(str(BIN / "prefect"), "work-pool", "create", "realsr-gpu", "--type", "process")
+        for pool in ("realsr-gpu", "realsr-remote"):
+            sess.run(str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process")
         sess.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
         sess.worker = Worker("realsr-gpu", repo, env, work / "worker.log")
         yield sess
@@ -238,7 +245,11 @@ def test_second_run_executes_no_stage_but_publishes_to_a_new_destination(session
     assert _git_status(session) == ""
     # an empty release bucket: the destination changed, the pipeline's inputs did not
     direct = boto3.client(
-        "s3", endpoint_url=session.s3.url, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
+        "s3",
+        endpoint_url=session.s3.url,
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+        region_name="us-east-1",
     )
     for obj in direct.list_objects_v2(Bucket=RELEASE_BUCKET).get("Contents", []):
         direct.delete_object(Bucket=RELEASE_BUCKET, Key=obj["Key"])
@@ -248,7 +259,8 @@ def test_second_run_executes_no_stage_but_publishes_to_a_new_destination(session
     assert done.returncode == 0 and run["state"]["type"] == "COMPLETED"
     executed = session.stages_artifact(run["id"])
     assert list(executed) == _dag_order(session)
-    assert executed.pop("publish") and not any(executed.values())  # only publish, which follows the bucket
+    # publish follows the bucket; ingest always rescans the source (unchanged photos: nothing below runs)
+    assert executed.pop("publish") and executed.pop("ingest") and not any(executed.values())
     assert f"{RELEASE}@v1" in session.realsr("releases").stdout
     assert _git_status(session) == ""
 
@@ -287,7 +299,9 @@ def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) 
     assert '"per_image": 2' in json.dumps(exps)  # the experiment is recorded by DVC
     status = session.run(sys.executable, "-m", "dvc", "status", "--cloud", "--json")
     assert json.loads(status.stdout or "{}") == {}
-    newest_exp = session.run("git", "for-each-ref", "refs/exps", "--sort=-committerdate", "--format=%(objectname)")
+    newest_exp = session.run(
+        "git", "for-each-ref", "refs/exps", "--sort=-committerdate", "--format=%(objectname)"
+    )
     exp_lock = session.run("git", "show", f"{newest_exp.stdout.split()[0]}:dvc.lock").stdout
     after = _remote_keys(session)
     assert before_remote <= after and _lock_keys(session) <= after  # nothing lost
@@ -314,7 +328,7 @@ def test_tampered_release_object_fails_pull(session: Session) -> None:
 
 def test_deployments_and_nightly_schedule(session: Session) -> None:
     deps = {d["name"]: d for d in session.api("/deployments/filter", {})}
-    assert set(deps) == {"full", "nightly"}
+    assert set(deps) == {"full", "nightly", "remote"}
     nightly = deps["nightly"]
     assert nightly["parameters"]["force"] == ["ingest"] and nightly["parameters"]["publish"] is True
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
@@ -361,3 +375,156 @@ def test_bad_params_fail_at_once_without_retries(session: Session) -> None:
     assert "folder not found" in run["state"]["message"]
     tasks = session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
     assert [t["run_count"] for t in tasks] == [1]
+
+
+def _wait(sess: Session, ids: list[str], timeout: float = 900) -> list[dict[str, Any]]:
+    """The flow runs `ids`, once every one of them reached a final state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = sess.api("/flow_runs/filter", {"flow_runs": {"id": {"any_": ids}}})
+        if len(runs) == len(ids) and all(r["state"]["type"] in FINAL for r in runs):
+            return sorted(runs, key=lambda r: ids.index(r["id"]))
+        time.sleep(2)
+    raise AssertionError(f"runs {ids} not finished after {timeout}s: {sess.worker.log.read_text()[-3000:]}")
+
+
+def test_runs_in_one_checkout_queue_instead_of_failing(session: Session) -> None:
+    # DVC locks the checkout while a command runs: without the flow's concurrency limit the
+    # second run fails at once with "'data/prepared' is busy"
+    params = json.dumps({"stages": ["ingest", "prepare"], "publish": False})
+    ids = []
+    for _ in range(2):
+        done = session.run(str(BIN / "prefect"), "deployment", "run", "grpo/full", "--params", params)
+        ids.append(re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout).group(1))
+        time.sleep(1)
+    runs = _wait(session, ids)
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED"] * 2, [r["state"] for r in runs]
+    spans = []
+    for run in runs:
+        tasks = session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+        assert {t["name"].split("-")[0] for t in tasks} == {"ingest", "prepare"}
+        spans.append((min(_ts(t["start_time"]) for t in tasks), max(_ts(t["end_time"]) for t in tasks)))
+    first, second = sorted(spans)
+    assert second[0] >= first[1], spans  # the second run's stages start once the first's are done
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@dataclass
+class Remote:
+    """A git server (a bare repository) and a worker of the pool `realsr-remote` in an empty folder."""
+
+    git: Path
+    folder: Path
+    env: dict[str, str]
+    worker: Worker
+
+    def clones(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def remote(session: Session) -> Iterator[Remote]:
+    git = session.work / "git-server" / "realsr-r1.git"
+    session.run("git", "clone", "--bare", "-q", str(session.repo), str(git))
+    folder = session.work / "remote-worker"
+    folder.mkdir()
+    # the worker shares nothing with the checkout: no REALSR_REPO, its own folder, only URLs
+    env = {**session.env, "PWD": str(folder), "REALSR_GIT_URL": f"file://{git}"}
+    worker = Worker("realsr-remote", folder, env, session.work / "remote-worker.log")
+    try:
+        yield Remote(git, folder, env, worker)
+    finally:
+        worker.stop()
+
+
+def _remote_run(
+    session: Session, remote: Remote, commit: str, *params: str
+) -> tuple[subprocess.CompletedProcess, dict]:
+    return session.deployment_run(
+        "--job-variable",
+        f"working_dir={remote.folder}",
+        "--job-variable",
+        "env=" + json.dumps({"REALSR_GIT_COMMIT": commit}),
+        *params,
+        name="grpo/remote",
+    )
+
+
+def _all_keys(sess: Session) -> dict[str, str]:
+    client = boto3.client(
+        "s3",
+        endpoint_url=sess.s3.url,
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+        region_name="us-east-1",
+    )
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=DVC_BUCKET)
+    return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+
+def test_remote_deployment_clones_pulls_runs_pushes_and_records(session: Session, remote: Remote) -> None:
+    # a new commit that changes the policy: only init_policy (and the always-run stages) must run
+    params = session.repo / "params.yaml"
+    params.write_text(params.read_text().replace("  dropout: 0.0", "  dropout: 0.1", 1))
+    session.run("git", "commit", "-qam", "policy dropout 0.1")
+    commit = session.run("git", "rev-parse", "HEAD").stdout.strip()
+    session.run("git", "push", "-q", str(remote.git), "HEAD:refs/heads/main")
+
+    done, run = _remote_run(session, remote, commit)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:] + remote.worker.log.read_text()[-5000:]
+    executed = session.stages_artifact(run["id"])
+    assert {k for k, v in executed.items() if v} == {"ingest", "init_policy", "publish"}, executed
+    # a fresh clone of that commit in the worker's folder, one per run
+    [clone] = remote.clones()
+    assert clone.name == f"realsr-r1-{run['id']}"
+    assert session.run("git", "-C", str(clone), "rev-parse", "HEAD").stdout.strip() == commit
+    assert (clone / "models/policy_init").is_dir() and (clone / "data/shards").is_dir()  # pulled
+    assert commit in session.artifact(run["id"], "grpo-run")
+    keys = _all_keys(session)
+    record = f"dvc/runs/{commit}/{run['id']}/"
+    assert {record + f for f in ("run.json", "dvc.lock", "params.yaml", "metrics/tokenizer.json")} <= set(
+        keys
+    )
+
+    # on the laptop: the commit is checked out; its run's lock, then its outputs
+    assert (session.repo / "models/policy_init").exists()
+    got = session.run("make", "run-outputs")
+    assert f"run {run['id']} of {commit[:12]}" in got.stdout, got.stdout
+    assert (session.repo / "dvc.lock").read_bytes() == (clone / "dvc.lock").read_bytes()
+    status = session.run(sys.executable, "-m", "dvc", "status", "--json")
+    assert json.loads(status.stdout or "{}") == {"ingest": ["always changed"]}, status.stdout  # outputs in place
+    status = session.run(sys.executable, "-m", "dvc", "status", "--cloud", "--json")
+    assert json.loads(status.stdout or "{}") == {}, status.stdout  # everything the run's lock names is pushed
+
+    # a second run of the same commit computes nothing: it pulls, in a clone of its own
+    done, again = _remote_run(session, remote, commit, "--param", "publish=false")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    executed = session.stages_artifact(again["id"])
+    assert executed.pop("ingest") and not any(executed.values()), executed  # ingest always rescans
+    assert len(remote.clones()) == 2
+    runs = {k.split("/")[3] for k in _all_keys(session) if k.startswith(f"dvc/runs/{commit}/")}
+    assert runs == {run["id"], again["id"]}  # two records, neither overwritten
+
+
+def test_remote_run_with_s3_down_fails_in_one_line_and_writes_nothing(
+    session: Session, remote: Remote
+) -> None:
+    commit = session.run("git", "rev-parse", "HEAD").stdout.strip()
+    before = _all_keys(session)
+    session.relay.down()
+    try:
+        done, run = _remote_run(session, remote, commit)
+    finally:
+        session.relay.up()
+    assert done.returncode == 1 and run["state"]["type"] == "FAILED"
+    message = run["state"]["message"]
+    assert "\n" not in message and message.startswith("DVC remote 's3' (s3://realsr-dvc/dvc) unreachable"), (
+        message
+    )
+    assert f"at {session.relay.url} ($AWS_ENDPOINT_URL)" in message, message
+    assert "credentials from environment variables" in message, message
+    assert _all_keys(session) == before
+    assert session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}}) == []
