@@ -52,7 +52,7 @@ from prefect_dask import DaskTaskRunner
 from flows.dag import DagError, Stage, read_stages, select, upstream
 from flows.dvc import StageError, TransientStageError, check, first_error, run_dvc
 from flows.ledger import already_pushed, record_push
-from flows.runs import check_reachable, dvc_remote, git, record_run
+from flows.runs import apply_latest_record, check_reachable, dvc_remote, git, record_run
 from realsr_r1.atomic import write_bytes
 from realsr_r1.config import DASK_ENV, ParamsError, load_params
 from realsr_r1.errors import first_line
@@ -401,6 +401,9 @@ def _run(
                 f"{root}: uncommitted changes, but a run record names a commit: commit them first"
             )
         check_reachable(store)  # before anything is written anywhere
+        prior = apply_latest_record(root, store, commit, plain_only=True)
+        if prior is not None:
+            log.info("commit %s already ran (run %s): starting from its dvc.lock", commit[:12], prior["flow_run_id"])
     try:
         plan = select(read_stages(root / "dvc.yaml"), stages, set() if publish else {"publish"})
         set_params = _set_params(root, overrides or {})

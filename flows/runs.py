@@ -153,13 +153,28 @@ def record_run(remote: Remote, run_id: str, files: dict[str, bytes], meta: dict[
     return url
 
 
-def latest_record(remote: Remote, commit: str) -> dict[str, Any] | None:
-    """The newest complete record of `commit` (its run.json, plus `base`), or None."""
+def latest_record(remote: Remote, commit: str, plain_only: bool = False) -> dict[str, Any] | None:
+    """The newest complete record of `commit` (its run.json, plus `base`), or None; with
+    `plain_only`, of runs without param overrides (whose params are the commit's own)."""
     found = []
     for marker in remote.fs.glob(remote.join(RUNS, commit, "*", MARKER)):
         meta = json.loads(remote.fs.cat_file(marker))
-        found.append({**meta, "base": marker.rsplit("/", 1)[0]})
+        if not (plain_only and meta.get("requested", {}).get("overrides")):
+            found.append({**meta, "base": marker.rsplit("/", 1)[0]})
     return max(found, key=lambda m: m["finished"], default=None)
+
+
+def apply_latest_record(
+    root: Path, remote: Remote, commit: str, plain_only: bool = False
+) -> dict[str, Any] | None:
+    """Write the newest finished run of `commit` (dvc.lock, params, metrics) into `root`.
+
+    A laptop does it before `dvc pull`; a remote run does it before planning, so a second run of
+    a commit pulls what the first computed instead of computing it again. None: no such run."""
+    meta = latest_record(remote, commit, plain_only)
+    for rel in meta["files"] if meta else ():
+        write_bytes(root / rel, remote.fs.cat_file(f"{meta['base']}/{rel}"))
+    return meta
 
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
@@ -186,13 +201,11 @@ def fetch(
         if sha != head:
             raise StageError(f"HEAD is {head[:12]}, not {sha[:12]}: `git checkout {sha[:12]}` first")
         remote = dvc_remote(root, remote_name)
-        meta = latest_record(remote, sha)
+        meta = apply_latest_record(root, remote, sha)
         if meta is None:
             raise StageError(
                 f"no finished run of {sha[:12]} recorded under {remote.url.rstrip('/')}/{RUNS}/{sha}/"
             )
-        for rel in meta["files"]:
-            write_bytes(root / rel, remote.fs.cat_file(f"{meta['base']}/{rel}"))
     except StageError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
