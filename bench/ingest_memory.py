@@ -13,6 +13,7 @@ default 4 crops per photo then give 16,000 samples (what the tokenizer streams),
 stays within minutes on 2 cores. Each stage's log goes to WORK/logs/STAGE.log (poll it).
 
 Run: python bench/ingest_memory.py [--photos 2000] [--size 512] [--per-image 2] [--code REPO] [--keep DIR]
+     [--stages prepare,synthesize,annotate,tokenizer]
 (`--code` runs another checkout's stages on the same photos: a before/after comparison; `--keep`
 keeps the photos, so a second run reuses them.)
 """
@@ -38,6 +39,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
+STAGES = ("prepare", "synthesize", "annotate", "tokenizer")
 
 
 def make_photos(folder: Path, count: int, size: int, seed: int = 0) -> None:
@@ -131,9 +133,13 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=2000)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--per-image", type=int, default=2, help="synthesize.per_image (degradations per GT crop)")
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help="stages to run, in order; the others' outputs must be in the work folder (--keep)")
     ap.add_argument("--code", type=Path, default=REPO, help="checkout whose stages run (default: this one)")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temp folder)")
     args = ap.parse_args()
+    if unknown := set(args.stages.split(",")) - set(STAGES):
+        ap.error(f"--stages: unknown {', '.join(sorted(unknown))} (choose from {', '.join(STAGES)})")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="ingest-memory-"))
     raw = work / "data" / "raw"
@@ -146,7 +152,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(args.code.resolve())}
     print(f"code: {args.code.resolve()}  ({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})")
     try:
-        for stage in ("prepare", "synthesize", "annotate", "tokenizer"):
+        for stage in args.stages.split(","):
             m = peak_memory([sys.executable, "-m", f"stages.{stage}"], work, env, work / "logs" / f"{stage}.log")
             target = f" ({'under' if m.rss < 2 * GIB else 'OVER'} 2 GiB)" if stage in ("prepare", "tokenizer") else ""
             print(f"{stage:<10} peak RSS {m.rss / GIB:5.2f} GiB{target}, PSS {m.pss / GIB:5.2f} GiB, "
