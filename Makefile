@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/rewards.py
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/flow.py
+	$(BIN)/python bench/ingest_memory.py
 
 # The DVC remote on S3, from the environment: REALSR_DVC_BUCKET (+ AWS_ENDPOINT_URL for an
 # S3-compatible store, AWS credentials as usual). Written to .dvc/config.local, made the default.
