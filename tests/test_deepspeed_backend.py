@@ -52,7 +52,7 @@ def reference(init: Path, micro: list, optim: OptimConfig) -> tuple[dict[str, to
     return policy.state_dict(), losses
 
 
-@pytest.mark.parametrize("zero", ["zero2"])
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_zero_on_two_cpu_processes_matches_the_plain_loop_and_saves_loadable_weights(tiny_parts, tmp_path, zero) -> None:
     chain, image_tok, text_tok = tiny_parts
     TinyPolicy.build(tiny_policy_config(), text_tok, image_tok).save_pretrained(tmp_path / "init")

@@ -28,6 +28,7 @@ if not torch.cuda.is_available():  # before deepspeed picks its accelerator: CPU
 import deepspeed  # noqa: E402
 import deepspeed.comm as dist  # noqa: E402
 from deepspeed.accelerator import get_accelerator  # noqa: E402
+from deepspeed.runtime.base_optimizer import ZeROOptimizer  # noqa: E402
 from deepspeed.utils import safe_get_full_fp32_param  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,10 @@ class DeepSpeedBackend:
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
+        # what `engine.forward` does first and the loop, calling the policy itself, skips: without
+        # it ZeRO-3 overwrites (not accumulates) the gradients of earlier micro-batches
+        if isinstance(self.engine.optimizer, ZeROOptimizer):
+            self.engine.optimizer.clear_backward_seen_flag()
         self.engine.backward(loss)  # scales by 1 / gradient_accumulation_steps itself
 
     def step(self) -> dict[str, float] | None:
