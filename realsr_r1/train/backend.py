@@ -9,6 +9,7 @@ state and the training-state checkpoint.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -69,3 +70,32 @@ class Backend(Protocol):
 
     def all_reduce_mean(self, value: float) -> float:
         """Mean of a scalar over ranks (for logging)."""
+
+
+def lr_factor(config: OptimConfig, step: int) -> float:
+    """LR multiplier after `step` optimizer steps: linear warm-up, then constant or cosine to the floor.
+
+    One function for both backends, so a run's LR curve does not depend on where it ran."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    span = max(1, config.total_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_backend(kind: Literal["plain", "deepspeed"], model: torch.nn.Module, config: OptimConfig, **options: Any) -> Backend:
+    """The backend named `kind` around `model`; DeepSpeed is imported only when asked for.
+
+    plain: `device` (torch.device); deepspeed: the options its backend documents (e.g. its
+    config file). Either way the loop sees a `Backend`."""
+    if kind == "plain":
+        from realsr_r1.train.plain import PlainBackend
+
+        return PlainBackend(model, config, **options)
+    if kind == "deepspeed":
+        from realsr_r1.train.deepspeed_backend import DeepSpeedBackend
+
+        return DeepSpeedBackend(model, config, **options)
+    raise ValueError(f"training backend {kind!r}: expected plain or deepspeed")
