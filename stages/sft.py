@@ -23,6 +23,7 @@ from realsr_r1.train.backend import OptimConfig, build_backend
 from realsr_r1.train.checkpoint import CheckpointError, Checkpoints
 from realsr_r1.train.curves import write_csv
 from realsr_r1.train.data import DataError, ShardStream, load_annotations, shard_keys, shard_urls
+from realsr_r1.train.launch import relaunch
 from realsr_r1.train.sft import SftConfig, train_sft
 from realsr_r1.train.tuning import set_dropout
 from stages.common import UsageError, run_stage
@@ -37,6 +38,8 @@ log = logging.getLogger("stages.sft")
 
 def main(params: Params) -> None:
     p = params.sft
+    if (status := relaunch("stages.sft", p.launcher, p.num_processes)) is not None:
+        raise SystemExit(status)  # the launcher ran num_processes ranks of this stage
     try:
         urls = {split: shard_urls(p.shards, split) for split in ("train", "val")}
         notes = {split: load_annotations(ANNOTATIONS / f"{split}.jsonl", shard_keys(urls[split])) for split in urls}
@@ -54,7 +57,8 @@ def main(params: Params) -> None:
         lr=p.lr, weight_decay=p.weight_decay, grad_clip=p.grad_clip, warmup_steps=p.warmup_steps, total_steps=p.steps,
         schedule=p.schedule, min_lr_ratio=p.min_lr_ratio, grad_accum=p.grad_accum, precision=precision,
     )
-    backend = build_backend("plain" if p.launcher == "python" else "deepspeed", policy, optim, device=device)
+    options = {"device": device} if p.launcher == "python" else {"micro_batch_size": p.batch_size}
+    backend = build_backend("plain" if p.launcher == "python" else "deepspeed", policy, optim, **options)
     cfg = SftConfig(
         steps=p.steps, batch_size=p.batch_size, grad_accum=p.grad_accum, text_weight=p.text_weight,
         image_weight=p.image_weight, z_loss=p.z_loss, workers=p.workers, checkpoint_interval=p.checkpoint_interval,

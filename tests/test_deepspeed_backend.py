@@ -1,7 +1,7 @@
-"""The DeepSpeed backend on 2 CPU processes (gloo) against a plain single-process loop.
+"""The DeepSpeed backend on 2 CPU processes (gloo) against the plain engine.
 
-ZeRO over two ranks must train the tiny policy to the same weights as one process stepping
-`torch.optim.AdamW` + the shared LR schedule + `clip_grad_norm_` on the whole batch; what it saves
+ZeRO over two ranks must train the tiny policy to the same weights as `PlainBackend` in one
+process on the whole batch (same AdamW, schedule, accumulation and clipping); what it saves
 must load with `from_pretrained`; a run resumed from its mid-way checkpoint must end bit-identical.
 """
 
@@ -20,7 +20,7 @@ from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.train.backend import OptimConfig
 from realsr_r1.train.launch import relaunch
-from realsr_r1.train.optim import build_optimizer
+from realsr_r1.train.plain import PlainBackend
 from tests.chain_data import tiny_policy_config
 from tests.test_policy import chains_of
 
@@ -31,25 +31,22 @@ OPTIM = OptimConfig(lr=3e-3, weight_decay=0.1, grad_clip=0.5, warmup_steps=1, to
 
 
 def reference(init: Path, micro: list, optim: OptimConfig) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """The plain loop: one process, the whole micro-batch, the same optimizer and schedule."""
+    """The plain engine: one process, the whole micro-batch, `PlainBackend`'s optimizer and schedule."""
     torch.manual_seed(0)
     policy = TinyPolicy.from_pretrained(init)
-    opt, sched = build_optimizer(policy, optim)
+    backend = PlainBackend(policy, optim)
     losses = []
     for step in range(STEPS):
         total = 0.0
         for m in range(optim.grad_accum):
             batch, count = micro[step * optim.grad_accum + m]
             scores = policy.score(batch, TEACHER_FORCING)
-            loss = -scores.logprobs[scores.sampled_mask].sum() / count / optim.grad_accum
-            loss.backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), optim.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+            loss = -scores.logprobs[scores.sampled_mask].sum() / count
+            backend.backward(loss)
+            total += loss.item() / optim.grad_accum
+            backend.step()
         losses.append(total)
-    return policy.state_dict(), losses
+    return backend.full_state_dict(), losses
 
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])

@@ -3,7 +3,7 @@
 The loop calls the policy directly (ZeRO-3's hooks gather each submodule's weights as it runs)
 and hands the loss to `backward`/`step`; DeepSpeed owns gradient averaging over ranks, the
 accumulation boundary, clipping and the sharded checkpoint. The optimizer and LR schedule are the
-plain backend's own (`realsr_r1.train.optim`), passed in, so both engines step the same numbers.
+plain backend's (`param_groups`, `lr_factor`), passed in, so both engines step the same numbers.
 bf16 is torch autocast over fp32 weights (DeepSpeed's `torch_autocast`), as on the plain engine.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from realsr_r1.train.backend import OptimConfig
-from realsr_r1.train.optim import build_optimizer
+from realsr_r1.train.backend import OptimConfig, lr_factor
+from realsr_r1.train.plain import param_groups
 
 if not torch.cuda.is_available():  # before deepspeed picks its accelerator: CPU + gloo
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -108,7 +108,9 @@ class DeepSpeedBackend:
             accel.set_device(local)
             self.device = torch.device(accel.device_name(), local)
         self.optim = optim
-        optimizer, scheduler = build_optimizer(model.to(self.device), optim)
+        model.to(self.device)
+        optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas, eps=optim.eps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(optim, step))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config(base, optim, micro_batch_size)
         )
