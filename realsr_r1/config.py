@@ -346,12 +346,12 @@ class RolloutParams(Section):
 class SftParams(Section):
     """Cold-start SFT: teacher forcing on the VLCoT chain (the engine in realsr_r1/train/)."""
 
-    steps: Annotated[int, Field(ge=1)] = 200  # optimizer steps (after gradient accumulation)
+    steps: Annotated[int, Field(ge=1)] = 150  # optimizer steps (after gradient accumulation)
     batch_size: Annotated[int, Field(ge=1)] = 16  # samples per micro-batch per process
     grad_accum: Annotated[int, Field(ge=1)] = 1  # micro-batches per optimizer step
     lr: PositiveFloat = 1e-3
     warmup_steps: Annotated[int, Field(ge=0)] = 10
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine"] = "cosine"
     min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # cosine floor, as a fraction of lr
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.1
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # attention dropout while training
@@ -366,10 +366,10 @@ class SftParams(Section):
     workers: Annotated[int, Field(ge=0)] = 1  # DataLoader worker processes decoding the shards
     shards: str = "data/shards"  # local folder or s3://bucket/prefix holding train/ and val/
     checkpoint_dir: str = "checkpoints/sft"  # resumption state (not a DVC output)
-    checkpoint_interval: Annotated[int, Field(ge=1)] = 50  # optimizer steps between checkpoints
+    checkpoint_interval: Annotated[int, Field(ge=1)] = 25  # optimizer steps between checkpoints
     keep_last: Annotated[int, Field(ge=1)] = 2  # checkpoints kept
-    eval_interval: Annotated[int, Field(ge=1)] = 50  # steps between teacher-forced val losses
-    early_eval_step: Annotated[int, Field(ge=1)] = 50  # the early rollout evaluation the end is compared with
+    eval_interval: Annotated[int, Field(ge=1)] = 25  # steps between teacher-forced val losses
+    early_eval_step: Annotated[int, Field(ge=1)] = 25  # the early rollout evaluation the end is compared with
     eval_samples: Annotated[int, Field(ge=1)] = 64  # val samples of the rollout evaluation (at most the split)
     seed: Annotated[int, Field(ge=0)] = 0
     launcher: Literal["python", "deepspeed", "torchrun"] = "python"  # python: the plain-PyTorch backend

@@ -11,6 +11,8 @@ import hashlib
 import logging
 from pathlib import Path
 
+import transformers
+
 from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
 from realsr_r1.evaluate.val import EvalSample, evaluate_policy, most_frequent
@@ -48,6 +50,7 @@ def main(params: Params) -> None:
     if not (INIT / "policy.json").is_file():
         raise UsageError(f"{INIT}: no initial policy (run the init_policy stage)")
     device = resolve_device(p.device)
+    transformers.utils.logging.disable_progress_bar()  # a bar per weight load would bury the stage's own lines
     policy = load_policy(INIT, device)
     set_dropout(policy, p.dropout)
     if p.gradient_checkpointing:

@@ -268,3 +268,21 @@ def test_annotations_join_names_the_file(tmp_path: Path) -> None:
     assert set(load_annotations(tmp_path / "a.jsonl", ["k1"])) == {"k1"}
     with pytest.raises(ValueError, match=r"a\.jsonl: no annotation for 1 shard sample\(s\), e.g. 'k2'"):
         load_annotations(tmp_path / "a.jsonl", ["k1", "k2"])
+
+
+def test_psnr_ssim_are_on_the_y_channel() -> None:
+    """`quality_y` against scikit-image's PSNR on the BT.601 Y channel of the same images."""
+    import numpy as np
+    from skimage.color import rgb2ycbcr
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from realsr_r1.evaluate.val import quality_y
+    from tests.chain_data import gt_crops
+
+    gts = gt_crops(3, seed=2)
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(g.astype(int) + rng.integers(-20, 21, g.shape), 0, 255).astype(np.uint8) for g in gts]
+    psnr, ssim = quality_y(noisy, gts)
+    expected = np.mean([peak_signal_noise_ratio(rgb2ycbcr(g)[..., 0], rgb2ycbcr(n)[..., 0], data_range=255) for n, g in zip(noisy, gts)])
+    assert psnr == pytest.approx(expected, abs=0.05)
+    assert quality_y(gts, gts)[1] == pytest.approx(1.0) and 0.0 < ssim < 1.0
