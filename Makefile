@@ -10,7 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "installing realsr-r1 and its dependencies into $(VENV) (a few minutes on a fresh machine)"
-	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	touch $@
 
 # BasicSR 1.4.2, the Real-ESRGAN reference, for the tests and benchmarks that compare with it:

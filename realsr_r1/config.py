@@ -340,6 +340,48 @@ class RolloutParams(Section):
     max_text_tokens: Annotated[int, Field(ge=1)] = 64  # a longer text block is closed by force (format 0)
     max_new_tokens: Annotated[int, Field(ge=1)] = 1024  # the runaway guard
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where rollouts and `realsr upscale` run; auto: cuda if available
+
+
+# --------------------------------------------------------------------------------------- sft
+class SftParams(Section):
+    """Cold-start SFT: teacher forcing on the VLCoT chain (the engine in realsr_r1/train/)."""
+
+    steps: Annotated[int, Field(ge=1)] = 150  # optimizer steps (after gradient accumulation)
+    batch_size: Annotated[int, Field(ge=1)] = 16  # samples per micro-batch per process
+    grad_accum: Annotated[int, Field(ge=1)] = 1  # micro-batches per optimizer step
+    lr: PositiveFloat = 1e-3
+    warmup_steps: Annotated[int, Field(ge=0)] = 10
+    schedule: Literal["constant", "cosine"] = "cosine"
+    min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # cosine floor, as a fraction of lr
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.1
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # attention dropout while training
+    z_loss: Annotated[float, Field(ge=0.0)] = 1e-5  # weight of mean(log Z^2) over the trained slots
+    text_weight: Annotated[float, Field(ge=0.0)] = 1.0  # weight of the text-token loss
+    image_weight: Annotated[float, Field(ge=0.0)] = 1.0  # weight of the image-code loss
+    grad_clip: PositiveFloat | None = 1.0  # max global gradient norm; null: off
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
+    gradient_checkpointing: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    shuffle_buffer: Annotated[int, Field(ge=1)] = 1000  # samples held for shuffling (per worker)
+    workers: Annotated[int, Field(ge=0)] = 1  # DataLoader worker processes decoding the shards
+    shards: str = "data/shards"  # local folder or s3://bucket/prefix holding train/ and val/
+    checkpoint_dir: str = "checkpoints/sft"  # resumption state (not a DVC output)
+    checkpoint_interval: Annotated[int, Field(ge=1)] = 25  # optimizer steps between checkpoints
+    keep_last: Annotated[int, Field(ge=1)] = 2  # checkpoints kept
+    eval_interval: Annotated[int, Field(ge=1)] = 25  # steps between teacher-forced val losses
+    early_eval_step: Annotated[int, Field(ge=1)] = 25  # the early rollout evaluation the end is compared with
+    eval_samples: Annotated[int, Field(ge=1)] = 64  # val samples of the rollout evaluation (at most the split)
+    seed: Annotated[int, Field(ge=0)] = 0
+    launcher: Literal["python", "deepspeed", "torchrun"] = "python"  # python: the plain-PyTorch backend
+    num_processes: Annotated[int, Field(ge=1)] = 1  # processes the launcher starts (GPUs, or CPU ranks)
+
+    @model_validator(mode="after")
+    def _valid(self) -> SftParams:
+        if self.launcher == "python" and self.num_processes != 1:
+            raise ValueError("num_processes > 1 needs launcher deepspeed or torchrun")
+        return self
+
+
 # ---------------------------------------------------------------------------------- publish
 class PublishParams(Section):
     """The release the `publish` stage uploads, and the gate "publish only if improved"."""
@@ -378,6 +420,7 @@ class Params(Section):
     tokenizer: TokenizerParams = TokenizerParams()
     policy: PolicyParams = PolicyParams()
     rollout: RolloutParams = RolloutParams()
+    sft: SftParams = SftParams()
     publish: PublishParams = PublishParams()
 
     @model_validator(mode="after")

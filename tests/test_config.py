@@ -29,6 +29,8 @@ def test_params_yaml_is_the_default() -> None:
         ({"synthesize": {"degradation": {"stage2": {"jpeg": {"quality": [90, 30]}}}}}, "lower bound above"),
         ({"synthesize": {"degradation": {"kernel_sizes": [6, 21]}}}, "kernel_sizes must be odd"),
         ({"prepare": {"gt_size": 72}}, "multiple of 4 * synthesize.scale"),
+        ({"sft": {"batch_size": 0}}, "key 'sft.batch_size'"),
+        ({"sft": {"num_processes": 2}}, "num_processes > 1 needs launcher deepspeed or torchrun"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path: Path, override: dict, expected: str) -> None:

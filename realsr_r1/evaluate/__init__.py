@@ -1,0 +1,1 @@
+"""Evaluation of a policy on held-out samples: rollouts, the four rewards, image fidelity."""

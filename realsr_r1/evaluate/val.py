@@ -1,0 +1,140 @@
+"""A policy's val figures: the four rewards of sampled completions, the final image's PSNR/SSIM
+(Y channel) for sampled and expected decoding next to bicubic's and the tokenizer's ceiling,
+and the score of always answering the most frequent training degradation text.
+
+Shared by SFT (at an early step and at the end), GRPO and the evaluate stage; it only rolls
+out and scores, never trains.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from realsr_r1.config import RewardParams
+from realsr_r1.policy.interface import Policy, Sampling
+from realsr_r1.rewards.degradation import degradation_reward
+from realsr_r1.rewards.generation import pyiqa_scores
+from realsr_r1.rewards.scoring import REWARDS, Truth, score_rollout
+from realsr_r1.tokenizers.image import bicubic, to_tensor, to_uint8
+from realsr_r1.vlcot import VLCoT
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    """One held-out sample: the LR photo and its truth (GT, degradation items, tags)."""
+
+    lr: np.ndarray
+    truth: Truth
+
+
+def most_frequent(texts: Iterable[str]) -> str:
+    """The most frequent text (ties: the first seen): the constant answer a model must beat."""
+    counts = Counter(texts)
+    if not counts:
+        raise ValueError("no texts to take the most frequent of")
+    return counts.most_common(1)[0][0]
+
+
+def constant_answer_score(text: str, truths: Sequence[Truth]) -> float:
+    """Mean degradation reward of answering `text` for every sample."""
+    chain = VLCoT(degradation=text, rough_understand="", middle_understand="", final_understand="")
+    return float(degradation_reward([chain] * len(truths), [t.degradation for t in truths]).mean())
+
+
+def quality_y(images: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Mean PSNR and SSIM of uint8 RGB images on the BT.601 YCbCr Y channel, as super-resolution
+    papers (and BasicSR) report them; pyiqa's own default Y is YIQ's, 1.3 dB apart."""
+    x, ref = to_tensor(list(images)), to_tensor(list(gts))
+    psnr = pyiqa_scores("psnry", x, ref, color_space="ycbcr")
+    return float(psnr.mean()), float(pyiqa_scores("ssim", x, ref, color_space="ycbcr").mean())
+
+
+@contextmanager
+def decoding(policy: Policy, mode: str) -> Iterator[None]:
+    """Roll out with the image tokenizer's decode set to `mode` (sample | expected), then restore it."""
+    tokenizer = policy.image_tokenizer
+    before = tokenizer.config
+    tokenizer.config = replace(before, decode=mode)
+    try:
+        yield
+    finally:
+        tokenizer.config = before
+
+
+def _final_images(policy: Policy, samples: Sequence[EvalSample], sampling: Sampling, group: int, seed: int, mode: str, batch: int):
+    """Rollouts of every sample (`group` each); per row the final image, bicubic where it is missing."""
+    rollouts, finals, missing = [], [], 0
+    with decoding(policy, mode), torch.no_grad():
+        for start in range(0, len(samples), batch):
+            part = samples[start : start + batch]
+            rollout = policy.rollout(policy.prompts([s.lr for s in part]), group, sampling, seed=seed + start)
+            rollouts.append((rollout, [s.truth for s in part for _ in range(group)]))
+            for i, completion in enumerate(rollout.completions):
+                if len(completion.images) == 3:
+                    finals.append(completion.images[2])
+                else:
+                    missing += 1
+                    gt = part[i // group].truth.gt
+                    finals.append(to_uint8(bicubic(to_tensor(part[i // group].lr), gt.shape[:2]))[0])
+    return rollouts, finals, missing
+
+
+def evaluate_policy(
+    policy: Policy,
+    samples: Sequence[EvalSample],
+    sampling: Sampling,
+    group_size: int,
+    rewards: RewardParams,
+    constant_answer: str,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """The val figures of `policy` (a JSON-able dict); see the module docstring."""
+    was_training = policy.training
+    policy.eval()
+    rollouts, sampled, missing = _final_images(policy, samples, sampling, group_size, seed, "sample", batch_size)
+    scores = {k: [] for k in (*REWARDS, "total")}
+    parsed = truncated = 0
+    for rollout, truths in rollouts:
+        batch = score_rollout(rollout, truths, rewards)
+        for key in REWARDS:
+            scores[key] += batch.rewards[key].tolist()
+        scores["total"] += batch.total.tolist()
+        parsed += sum(c is not None for c in rollout.chains)
+        truncated += int(rollout.truncated.sum())
+    _, expected, _ = _final_images(policy, samples, sampling, group_size, seed, "expected", batch_size)
+    gts = [s.truth.gt for s in samples for _ in range(group_size)]
+    lr = to_tensor([s.lr for s in samples])
+    gt_t = to_tensor([s.truth.gt for s in samples])
+    tokenizer = policy.image_tokenizer
+    ceiling = to_uint8(tokenizer.decode(tokenizer.encode(gt_t, lr), lr))
+    bicubic_images = to_uint8(bicubic(lr, tuple(gt_t.shape[-2:])))
+    only_gt = [s.truth.gt for s in samples]
+    psnr, ssim = {}, {}
+    for name, images, truth in (
+        ("sampled", sampled, gts),
+        ("expected", expected, gts),
+        ("bicubic", list(bicubic_images), only_gt),
+        ("tokenizer", list(ceiling), only_gt),
+    ):
+        psnr[name], ssim[name] = quality_y(images, truth)
+    policy.train(was_training)
+    rows = len(gts)
+    return {
+        "rewards": {k: float(np.mean(v)) for k, v in scores.items()},
+        "degradation_constant_answer": constant_answer_score(constant_answer, [s.truth for s in samples]),
+        "psnr_y": psnr,
+        "ssim_y": ssim,
+        "parsed": parsed / rows,
+        "truncated": truncated / rows,
+        "final_missing": missing / rows,
+        "rows": rows,
+    }
+
