@@ -337,7 +337,10 @@ class RolloutParams(Section):
     image_temperature: PositiveFloat = 0.9
     image_top_k: Annotated[int, Field(ge=0)] = 0  # 0: off
     cfg: PositiveFloat | None = None  # classifier-free guidance on image codes (the paper: 0.8); null: off
-    max_text_tokens: Annotated[int, Field(ge=1)] = 64  # a longer text block is closed by force (format 0)
+    # a longer text block is closed by force (format 0); auto: the longest text block of the
+    # training annotations (recorded by the tokenizer stage) + text_margin, so a cap never cuts a target
+    max_text_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    text_margin: Annotated[int, Field(ge=0)] = 16  # auto: tokens allowed beyond the longest training block
     max_new_tokens: Annotated[int, Field(ge=1)] = 1024  # the runaway guard
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where rollouts and `realsr upscale` run; auto: cuda if available
 # ---------------------------------------------------------------------------------- publish

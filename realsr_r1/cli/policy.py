@@ -105,7 +105,7 @@ def upscale(
     estimate = lambda total, per_tile, n: typer.echo(
         f"estimated time: {duration(total)} ({per_tile:.2f} s per tile x {tiles} tiles, measured on the first {n})", err=True
     )
-    s = sampling(p)
+    s = sampling(p, policy)
     result = run_upscale(policy, photo, s, seed=seed, overlap=overlap, on_estimate=estimate)
     write_png(out, result.images["final_image"])
     if steps_dir is not None:
