@@ -29,6 +29,8 @@ def test_params_yaml_is_the_default() -> None:
         ({"synthesize": {"degradation": {"stage2": {"jpeg": {"quality": [90, 30]}}}}}, "lower bound above"),
         ({"synthesize": {"degradation": {"kernel_sizes": [6, 21]}}}, "kernel_sizes must be odd"),
         ({"prepare": {"gt_size": 72}}, "multiple of 4 * synthesize.scale"),
+        ({"rollout": {"max_text_tokens": "longest"}}, "key 'rollout.max_text_tokens': expected an integer >= 1 or 'auto'"),
+        ({"rollout": {"max_text_tokens": 0}}, "key 'rollout.max_text_tokens': expected an integer >= 1 or 'auto'"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path: Path, override: dict, expected: str) -> None:
