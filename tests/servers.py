@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 
@@ -64,6 +65,14 @@ class MotoS3:
             start_new_session=True,
         )
         _wait_http(f"{self.url}/moto-api/", self.proc, 30, self.log)
+
+    def client(self) -> Any:
+        """A boto3 S3 client straight to the server (dummy credentials), for setting up and checking."""
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.url, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
+        )
 
     def stop(self) -> None:
         _stop(self.proc)

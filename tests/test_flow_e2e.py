@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
@@ -118,9 +117,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
 
     s3 = MotoS3(work)
     relay = Relay(s3.port)
-    direct = boto3.client(
-        "s3", endpoint_url=s3.url, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
-    )
+    direct = s3.client()
     for bucket in (DVC_BUCKET, RELEASE_BUCKET):
         direct.create_bucket(Bucket=bucket)
     prefect = PrefectServer(work)
@@ -161,13 +158,7 @@ def _dag_order(sess: Session) -> list[str]:
 
 
 def _remote_keys(sess: Session) -> set[str]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=sess.s3.url,
-        aws_access_key_id="t",
-        aws_secret_access_key="t",
-        region_name="us-east-1",
-    )
+    client = sess.s3.client()
     keys: set[str] = set()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=DVC_BUCKET, Prefix="dvc/files/md5/"):
         keys |= {o["Key"].removeprefix("dvc/files/md5/") for o in page.get("Contents", [])}
@@ -245,13 +236,7 @@ def test_second_run_executes_no_stage_but_publishes_to_a_new_destination(session
     session.run("git", "commit", "-qam", "the first run's lock and metrics", "--allow-empty")
     assert _git_status(session) == ""
     # an empty release bucket: the destination changed, the pipeline's inputs did not
-    direct = boto3.client(
-        "s3",
-        endpoint_url=session.s3.url,
-        aws_access_key_id="t",
-        aws_secret_access_key="t",
-        region_name="us-east-1",
-    )
+    direct = session.s3.client()
     for obj in direct.list_objects_v2(Bucket=RELEASE_BUCKET).get("Contents", []):
         direct.delete_object(Bucket=RELEASE_BUCKET, Key=obj["Key"])
     assert f"{RELEASE}@" not in session.realsr("releases").stdout
@@ -313,13 +298,7 @@ def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) 
 
 
 def test_tampered_release_object_fails_pull(session: Session) -> None:
-    direct = boto3.client(
-        "s3",
-        endpoint_url=session.s3.url,
-        aws_access_key_id="t",
-        aws_secret_access_key="t",
-        region_name="us-east-1",
-    )
+    direct = session.s3.client()
     direct.put_object(Bucket=RELEASE_BUCKET, Key=f"releases/{RELEASE}/v1/params.yaml", Body=b"seed: 1\n")
     out = session.work / "tampered"
     got = session.realsr("pull", f"{RELEASE}@v1", "-o", str(out))
@@ -455,13 +434,7 @@ def _remote_run(
 
 
 def _all_keys(sess: Session) -> dict[str, str]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=sess.s3.url,
-        aws_access_key_id="t",
-        aws_secret_access_key="t",
-        region_name="us-east-1",
-    )
+    client = sess.s3.client()
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=DVC_BUCKET)
     return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
 
