@@ -111,6 +111,12 @@ class Relay:
     def down(self) -> None:
         """Close the listener and cut every open connection, as a stopped server would."""
         if self._listener is not None:
+            # shutdown first: close() alone leaves a socket blocked in accept() listening
+            # until that accept returns, so the next client would still get through
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:
