@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from realsr_r1.policy.interface import TEACHER_FORCING, SequenceBatch
+from realsr_r1.policy.interface import TEACHER_FORCING, PromptBatch, SequenceBatch
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.train.backend import OptimConfig
 from realsr_r1.train.deepspeed_backend import DeepSpeedBackend
@@ -52,7 +52,8 @@ def train(backend: DeepSpeedBackend, micro: list[tuple[SequenceBatch, int]], sta
 def main(work: Path, zero: str) -> None:
     spec = json.loads((work / "spec.json").read_text())
     optim = OptimConfig(**{**spec["optim"], "betas": tuple(spec["optim"]["betas"])})
-    micro = torch.load(work / "batches.pt", weights_only=False)
+    with torch.serialization.safe_globals([SequenceBatch, PromptBatch]):  # the batches' own dataclasses, nothing else
+        micro = torch.load(work / "batches.pt", weights_only=True)
     steps, half, accum = spec["steps"], spec["steps"] // 2, optim.grad_accum
 
     torch.manual_seed(0)

@@ -75,7 +75,7 @@ def test_zero_on_two_cpu_processes_matches_the_plain_loop_and_saves_loadable_wei
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     assert code == 0
 
-    result = torch.load(tmp_path / "result.pt", weights_only=False)
+    result = torch.load(tmp_path / "result.pt", weights_only=True)
     straight, resumed = result["straight"], result["resumed"]
     losses = json.loads((tmp_path / "losses.json").read_text())
     want, want_losses = reference(tmp_path / "init", micro, OPTIM)
