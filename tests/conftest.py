@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 
 from realsr_r1.config import PrepareParams
 from realsr_r1.data.prepare import GtCrop, PrepareReport, iter_folder, prepare_photos
+from tests.servers import MotoS3
 
 REPO = Path(__file__).resolve().parent.parent
 SKIMAGE_DATA = Path(skimage.data.__file__).parent
@@ -50,6 +52,14 @@ def tiny_image_parts():
     from tests.chain_data import tiny_chain
 
     return tiny_chain(n=48, codebook=64, residual=False, seed=1)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A moto S3 server on a free loopback port, one per test module."""
+    server = MotoS3(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
 
 
 def tar_bytes(folder: Path) -> dict[str, bytes]:

@@ -13,7 +13,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,13 +73,6 @@ def test_library_info_lines_only_with_verbose() -> None:
     assert "is created" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr
     loud = realsr("-v", "reward", case)
     assert loud.returncode == 0 and "Network [GMSD] is created" in loud.stderr, loud.stderr
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    server = MotoS3(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
 
 
 def test_botocore_credential_lookup_only_with_verbose(s3: MotoS3) -> None:

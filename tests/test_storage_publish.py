@@ -6,11 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import pytest
 import yaml
 
 from realsr_r1.release import gate, lookup
@@ -18,13 +16,6 @@ from realsr_r1.storage import Release, ReleaseStore
 from tests.servers import MotoS3, s3_env
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    server = MotoS3(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
 
 
 def _release(metrics: dict) -> Release:
