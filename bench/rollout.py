@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    params = Params()
+    params = Params.model_validate({"rollout": {"max_text_tokens": 64}})  # the caps below replace it
     policy, lr = build_policy(params)
     n_params = sum(p.numel() for p in policy.parameters()) / 1e6
     print(f"tiny default: {n_params:.2f} M parameters, vocabulary {policy.layout.vocab_size}, G={G}, {args.threads} threads")

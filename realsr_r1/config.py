@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
@@ -337,7 +337,10 @@ class RolloutParams(Section):
     image_temperature: PositiveFloat = 0.9
     image_top_k: Annotated[int, Field(ge=0)] = 0  # 0: off
     cfg: PositiveFloat | None = None  # classifier-free guidance on image codes (the paper: 0.8); null: off
-    max_text_tokens: Annotated[int, Field(ge=1)] = 64  # a longer text block is closed by force (format 0)
+    # a longer text block is closed by force (format 0); auto: the longest text block of the
+    # training annotations (recorded by the tokenizer stage) + text_margin, so a cap never cuts a target
+    max_text_tokens: int | Literal["auto"] = "auto"
+    text_margin: Annotated[int, Field(ge=0)] = 16  # auto: tokens allowed beyond the longest training block
     max_new_tokens: Annotated[int, Field(ge=1)] = 1024  # the runaway guard
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where rollouts and `realsr upscale` run; auto: cuda if available
 
@@ -382,6 +385,12 @@ class SftParams(Section):
         return self
 
 
+    @field_validator("max_text_tokens", mode="before")
+    @classmethod
+    def _cap(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("expected an integer >= 1 or 'auto'")
 # ---------------------------------------------------------------------------------- publish
 class PublishParams(Section):
     """The release the `publish` stage uploads, and the gate "publish only if improved"."""

@@ -5,7 +5,8 @@ does not grow with the number of samples.
 
 Reads data/shards/{train,val} (and data/annotations/*.jsonl where the annotate stage has
 written them); writes models/tokenizer/{image,text}/ and metrics/tokenizer.json with the val
-reconstruction PSNR/SSIM per chain scale, the bicubic baseline and the code usage.
+reconstruction PSNR/SSIM per chain scale, the bicubic baseline, the code usage and the longest
+text block in tokens (also saved in the text tokenizer's config, for the rollout's text cap).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from tqdm import tqdm
 from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
 from realsr_r1.data.shards import read_records, read_samples
-from realsr_r1.tokenizers.corpus import text_corpus
+from realsr_r1.annotate.records import read_records as read_annotations
+from realsr_r1.tokenizers.corpus import record_texts, text_corpus
 from realsr_r1.tokenizers.factory import save_image_tokenizer
 from realsr_r1.tokenizers.fit import (
     ChainImages,
@@ -29,7 +31,7 @@ from realsr_r1.tokenizers.fit import (
     fit_image_tokenizer_stream,
     image_tokenizer_config,
 )
-from realsr_r1.tokenizers.text import train_text_tokenizer
+from realsr_r1.tokenizers.text import record_longest_block, train_text_tokenizer
 from stages.common import UsageError, run_stage
 
 SHARDS = Path("data/shards")
@@ -60,9 +62,14 @@ def main(params: Params) -> None:
     annotation_files = sorted(ANNOTATIONS.glob("*.jsonl"))
     if not annotation_files:
         log.warning("%s: no annotations yet; the BPE learns the prompt and degradation texts only", ANNOTATIONS)
-    corpus = text_corpus(annotation_files, (r["text"] for r in read_records(SHARDS / "train")))
+    degradation_texts = [r["text"] for r in read_records(SHARDS / "train")]
+    corpus = text_corpus(annotation_files, degradation_texts)
     t = params.tokenizer.text
     text_tokenizer = train_text_tokenizer(corpus, t.vocab_size, t.min_frequency, t.max_grid)
+    # saved with the tokenizer: `rollout.max_text_tokens: auto` caps text blocks just above it
+    block_texts = (text for path in annotation_files for text in record_texts(read_annotations(path)))
+    longest = record_longest_block(text_tokenizer, [*block_texts, *degradation_texts])
+    log.info("longest text block: %d tokens", longest)
 
     with atomic_dir(OUT) as tmp:
         save_image_tokenizer(image_tokenizer, tmp / "image")
@@ -74,6 +81,7 @@ def main(params: Params) -> None:
             "train_samples": counts["train"],
             "val_samples": counts["val"],
             "text_vocab": len(text_tokenizer),
+            "longest_text_block": longest,
         },
     )
 

@@ -89,12 +89,16 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import yaml
 
     from realsr_r1.tokenizers.factory import save_image_tokenizer
-    from tests.chain_data import tiny_chain
+    from realsr_r1.tokenizers.text import load_text_tokenizer, record_longest_block
+    from tests.chain_data import annotation_texts, tiny_chain
 
     root = tmp_path_factory.mktemp("policy")
     _, image_tok, text_tok = tiny_chain(n=12, codebook=64)
     save_image_tokenizer(image_tok, root / "tokenizer/image")
     text_tok.save_pretrained(root / "tokenizer/text")
+    text = load_text_tokenizer(root / "tokenizer/text")  # as the tokenizer stage saves it: with its longest block
+    record_longest_block(text, annotation_texts())
+    text.save_pretrained(root / "tokenizer/text")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["policy"].update(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64)
     (root / "params.yaml").write_text(yaml.safe_dump(params))

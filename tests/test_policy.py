@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from realsr_r1.config import Params
 from realsr_r1.policy.interface import TEACHER_FORCING, Sampling
 from realsr_r1.policy.layout import IMAGE
 from realsr_r1.policy.record import TrainingRecord
+from realsr_r1.policy.settings import sampling
 from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
+from realsr_r1.tokenizers.text import load_text_tokenizer, record_longest_block
 from realsr_r1.vlcot import Completion, VLCoT, parse
 from tests.chain_data import UNDERSTANDING, tiny_policy_config
 
@@ -112,6 +115,32 @@ def test_score_takes_its_sampling_and_teacher_forcing_has_no_text_cap(parts) -> 
         img = scores.image_mask
         want = codes[img].gather(-1, (batch.completion_ids[img] - policy.layout.code_offset).unsqueeze(-1)).squeeze(-1)
         assert (scores.logprobs[img] - want).abs().max() < 1e-5
+
+
+def test_auto_text_cap_follows_the_longest_training_block(parts, tmp_path: Path) -> None:
+    """`rollout.max_text_tokens: auto` = the longest block the tokenizer recorded + margin, so the
+    longest training caption is never cut (a fixed 64 cut the 95-token captions: format 0)."""
+    chain, policy = parts
+    long_caption = " ".join([UNDERSTANDING[0]] * 12)
+    targets = [replace(c, final_understand=long_caption) for c in chains_of(chain, 2)]
+    policy.text_tokenizer.save_pretrained(tmp_path / "text")  # a copy: the shared tokenizer stays as it is
+    text = load_text_tokenizer(tmp_path / "text")
+    blocks = [t for c in targets for t in (c.degradation, c.rough_understand, c.middle_understand, c.final_understand)]
+    longest = record_longest_block(text, blocks)
+    assert longest == len(text.encode(long_caption, add_special_tokens=False)) > 64
+    text.save_pretrained(tmp_path / "text")  # the record travels with the tokenizer (into every policy dir)
+    own = TinyPolicy(policy.config, policy.backbone, load_text_tokenizer(tmp_path / "text"), policy.image_tokenizer)
+    params = Params()
+    cap = sampling(params, own)
+    assert cap.max_text_tokens == longest + params.rollout.text_margin
+    batch = own.targets(own.prompts(list(to_uint8(chain.lr[:2]))), targets)
+    with torch.no_grad():
+        assert own.score(batch, cap).text_mask.any()  # the longest target fits under the cap
+        with pytest.raises(ValueError, match="leaves the VLCoT layout"):
+            own.score(batch, replace(cap, max_text_tokens=longest - 1))
+    assert sampling(Params.model_validate({"rollout": {"max_text_tokens": 40}}), own).max_text_tokens == 40
+    with pytest.raises(ValueError, match="rollout.max_text_tokens: auto"):
+        sampling(params, policy)  # a tokenizer without the record: one clear line
 
 
 def test_the_lr_enters_through_the_projector(parts) -> None:

@@ -140,3 +140,44 @@ def test_tiles_blend_to_the_whole_image_result(tiny_parts) -> None:
     starts = [x * 4 for x in tile_origins(60, 16, 4)[1:]]
     boundary = np.concatenate([err[:, s - 2 : s + 2] for s in starts], axis=1).mean()
     assert boundary < 3 * err.mean() + 1.0
+
+
+def test_unseen_scores_model_and_bicubic_on_y(checkpoint, tmp_path: Path) -> None:
+    """`realsr unseen`: fixed-seed degradation, the model's and bicubic's PSNR/SSIM on Y; the bicubic
+    figure recomputed independently (OpenCV bicubic, BT.601 luma by hand, PSNR from the MSE)."""
+    import json
+
+    import cv2
+
+    from realsr_r1.config import load_params
+    from realsr_r1.data.images import read_photo
+    from realsr_r1.unseen import degraded_pair
+
+    model, params_path = checkpoint
+    raw = yaml.safe_load(params_path.read_text())
+    raw["prepare"]["short_side"] = 64  # the smallest the params allow (gt_size): 96x64, two LR tiles
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(skimage.data.coffee()).save(folder / "coffee.png")
+    Image.fromarray(skimage.data.astronaut()).save(folder / "astronaut.png")
+    (folder / "notes.txt").write_text("not a photo")
+    args = ["unseen", str(folder), "--model", str(model), "--params", str(tmp_path / "p.yaml"), "--decode", "expected"]
+    res = runner.invoke(app, [*args, "--json", str(tmp_path / "u.json")])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"model - bicubic: [+-]\d+\.\d\d dB \(expected decoding\)", res.output)
+    scores = json.loads((tmp_path / "u.json").read_text())["photos"]
+    assert [s["photo"] for s in scores] == ["astronaut.png", "coffee.png"]  # seeds 0 and 1, in name order
+
+    params = load_params(tmp_path / "p.yaml")
+    gt, lr, text = degraded_pair(read_photo(folder / "coffee.png"), params, seed=1)
+    again = degraded_pair(read_photo(folder / "coffee.png"), params, seed=1)
+    assert np.array_equal(again[1], lr) and text == scores[1]["degradation"] and gt.shape == (64, 96, 3)
+    y = lambda rgb: 16.0 + rgb.astype(np.float64) @ np.array([65.481, 128.553, 24.966]) / 255.0
+    bic = cv2.resize(lr, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_CUBIC)
+    psnr = 10 * np.log10(255.0**2 / np.mean((y(bic) - y(gt)) ** 2))
+    assert abs(scores[1]["bicubic_psnr"] - psnr) < 0.1
+    assert 0 < scores[1]["ssim"] <= 1 and np.isfinite(scores[1]["psnr"])
+
+    res = runner.invoke(app, ["unseen", str(tmp_path / "nowhere"), "--model", str(model), "--params", str(tmp_path / "p.yaml")])
+    assert res.exit_code == 2 and "nowhere: no such folder" in res.output

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realsr_r1.data.sources import BUNDLED_PHOTOS, SourceError, list_source, sync_source
+from realsr_r1.data.images import read_photo
+from realsr_r1.data.sources import BUNDLED_PHOTOS, UNSEEN_PHOTOS, SourceError, list_source, sync_source, wheel_photos
 from tests.conftest import SKIMAGE_DATA
 
 EXT = [".png", ".jpg"]
@@ -19,6 +20,16 @@ EXT = [".png", ".jpg"]
 def test_bundled_source_lists_the_real_photos() -> None:
     names = {f.name for f in list_source("bundled", EXT)}
     assert set(BUNDLED_PHOTOS) <= names
+
+
+def test_unseen_photos_are_real_colour_photos_never_in_the_bundled_source() -> None:
+    """The never-seen-photos check is only honest if no bundled photo shares its pixels."""
+    small = lambda path: read_photo(path)[::8, ::8]
+    bundled = [small(p) for p in wheel_photos(BUNDLED_PHOTOS).values()]
+    for name, path in wheel_photos(UNSEEN_PHOTOS).items():
+        photo = small(path)
+        assert min(photo.shape[:2]) >= 64 // 8 and photo.std(axis=2).mean() > 2, name  # colour, not grey
+        assert not any(b.shape == photo.shape and np.abs(b.astype(int) - photo).mean() < 8 for b in bundled), name
 
 
 def test_folder_sync_is_incremental(photo_dir: Path, tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ import yaml
 from realsr_r1.tokenizers.factory import load_image_tokenizer, save_image_tokenizer
 from realsr_r1.tokenizers.fit import evaluate_reconstruction, fit_image_tokenizer
 from realsr_r1.tokenizers.image import ImageTokenizerConfig, TokenizerError, VQConfig, bicubic
-from realsr_r1.tokenizers.text import IMAGE_START, grid_token, load_text_tokenizer
+from realsr_r1.data.shards import read_records
+from realsr_r1.tokenizers.text import IMAGE_START, grid_token, load_text_tokenizer, longest_block
 from realsr_r1.vlcot import SPECIAL_TOKENS
 from tests.chain_data import write_split
 from tests.conftest import REPO
@@ -125,7 +126,11 @@ def test_tokenizer_stage_writes_models_and_metrics(tmp_path: Path) -> None:
     assert metrics["image"]["final"]["psnr"] > metrics["image"]["final"]["bicubic_psnr"]
     assert metrics["val_samples"] == 8
     assert load_image_tokenizer(tmp_path / "models/tokenizer/image").codebook_size == 32
-    assert load_text_tokenizer(tmp_path / "models/tokenizer/text").convert_tokens_to_ids("<degradation>") is not None
+    text = load_text_tokenizer(tmp_path / "models/tokenizer/text")
+    assert text.convert_tokens_to_ids("<degradation>") is not None
+    # no annotations here: the longest block is the longest degradation text, recorded in the tokenizer
+    lengths = [len(text.encode(r["text"], add_special_tokens=False)) for r in read_records(tmp_path / "data/shards/train")]
+    assert metrics["longest_text_block"] == longest_block(text) == max(lengths)
     params["tokenizer"]["image"]["colour"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     bad = subprocess.run([sys.executable, "-m", "stages.tokenizer"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)

@@ -1,4 +1,4 @@
-"""`realsr init-policy` (an untrained checkpoint from params) and `realsr upscale` (run the chain)."""
+"""`realsr init-policy` (an untrained checkpoint), `realsr upscale` (run the chain), `realsr unseen` (never-seen photos)."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def upscale(
     estimate = lambda total, per_tile, n: typer.echo(
         f"estimated time: {duration(total)} ({per_tile:.2f} s per tile x {tiles} tiles, measured on the first {n})", err=True
     )
-    s = sampling(p)
+    s = sampling(p, policy)
     result = run_upscale(policy, photo, s, seed=seed, overlap=overlap, on_estimate=estimate)
     write_png(out, result.images["final_image"])
     if steps_dir is not None:
@@ -124,3 +124,52 @@ def upscale(
             typer.echo(f"rough understanding: {chain.rough_understand}")
             typer.echo(f"middle understanding: {chain.middle_understand}")
             typer.echo(f"final understanding: {chain.final_understand}")
+
+
+@app.command()
+@one_line_errors(
+    "realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", "realsr_r1.policy.tiny:PolicyLoadError",
+    "realsr_r1.data.sources:SourceError", FileNotFoundError, ValueError,
+)
+def unseen(
+    folder: Annotated[
+        Path | None, typer.Argument(help="folder of photos (default: pyiqa's test photos, never in the bundled source)")
+    ] = None,
+    model: Annotated[Path, typer.Option("--model", help="policy checkpoint directory")] = Path("models/sft"),
+    seed: Annotated[int, typer.Option("--seed", help="degradation seed of the first photo (the next get seed + 1, ...)")] = 0,
+    decode: Annotated[
+        str | None, typer.Option("--decode", help="sample | expected (default: the model's image tokenizer setting)")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the scores here")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: rollout.device)")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """PSNR/SSIM (Y) of the model vs bicubic on photos it never saw, degraded by the pipeline (fixed seed)."""
+    from dataclasses import replace
+
+    from realsr_r1.atomic import write_json
+    from realsr_r1.data.sources import UNSEEN_PHOTOS, wheel_photos
+    from realsr_r1.policy.settings import resolve_device, sampling
+    from realsr_r1.policy.tiny import load_policy
+    from realsr_r1.unseen import folder_photos, score_photos
+
+    p = _params(params)
+    if decode not in (None, "sample", "expected"):
+        raise ValueError(f"--decode {decode!r}: expected sample or expected")
+    photos = wheel_photos(UNSEEN_PHOTOS) if folder is None else folder_photos(folder, p.data.extensions)
+    policy = load_policy(model, resolve_device(device or p.rollout.device))
+    if decode is not None:
+        policy.image_tokenizer.config = replace(policy.image_tokenizer.config, decode=decode)
+    scores = score_photos(policy, photos, p, sampling(p, policy), seed=seed)
+    typer.echo(f"{'photo':32s} {'size':>9s} {'PSNR-Y':>7s} {'SSIM-Y':>7s} {'bicubic':>8s} {'SSIM':>6s}")
+    for s in scores:
+        typer.echo(f"{s.photo:32s} {s.size:>9s} {s.psnr:7.2f} {s.ssim:7.4f} {s.bicubic_psnr:8.2f} {s.bicubic_ssim:6.4f}")
+    mean = lambda key: sum(getattr(s, key) for s in scores) / len(scores)
+    gain = mean("psnr") - mean("bicubic_psnr")
+    typer.echo(
+        f"{'mean':32s} {'':>9s} {mean('psnr'):7.2f} {mean('ssim'):7.4f} {mean('bicubic_psnr'):8.2f} "
+        f"{mean('bicubic_ssim'):6.4f}   model - bicubic: {gain:+.2f} dB ({policy.image_tokenizer.config.decode} decoding)"
+    )
+    if json_out is not None:
+        write_json(json_out, {"model": str(model), "decode": policy.image_tokenizer.config.decode, "seed": seed,
+                              "photos": [s.as_dict() for s in scores], "psnr_gain": gain})

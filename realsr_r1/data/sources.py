@@ -27,18 +27,36 @@ log = logging.getLogger(__name__)
 
 SIDECAR = "annotations.json"
 MAX_PART_SIZE_GUESSES = 16  # multipart ETags: part sizes tried before fetching the object again
-# the real colour photos inside scikit-image's wheel (no download needed)
-BUNDLED_PHOTOS = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "hubble_deep_field.jpg",
-    "ihc.png",
-    "motorcycle_left.png",
-    "motorcycle_right.png",
-    "retina.jpg",
-    "rocket.jpg",
-)
+# Real colour photos that ship inside installed wheels (no download): file name in data/raw ->
+# (distribution, path inside it). Licences: README "Licences".
+BUNDLED_PHOTOS: dict[str, tuple[str, str]] = {
+    "astronaut.png": ("scikit-image", "skimage/data/astronaut.png"),
+    "chelsea.png": ("scikit-image", "skimage/data/chelsea.png"),
+    "coffee.png": ("scikit-image", "skimage/data/coffee.png"),
+    "hubble_deep_field.jpg": ("scikit-image", "skimage/data/hubble_deep_field.jpg"),
+    "ihc.png": ("scikit-image", "skimage/data/ihc.png"),
+    "motorcycle_left.png": ("scikit-image", "skimage/data/motorcycle_left.png"),
+    "motorcycle_right.png": ("scikit-image", "skimage/data/motorcycle_right.png"),
+    "retina.jpg": ("scikit-image", "skimage/data/retina.jpg"),
+    "rocket.jpg": ("scikit-image", "skimage/data/rocket.jpg"),
+    "china.jpg": ("scikit-learn", "sklearn/datasets/images/china.jpg"),
+    "flower.jpg": ("scikit-learn", "sklearn/datasets/images/flower.jpg"),
+    "grace_hopper.jpg": ("matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
+    # the TID2013 reference photos pyiqa ships (512x384 crops of Kodak PhotoCD photos)
+    "tid2013_I03.bmp": ("pyiqa", "ResultsCalibra/ref_dir/I03.bmp"),
+    "tid2013_I04.bmp": ("pyiqa", "ResultsCalibra/ref_dir/I04.bmp"),
+    "tid2013_I06.bmp": ("pyiqa", "ResultsCalibra/ref_dir/I06.bmp"),
+    "tid2013_I08.bmp": ("pyiqa", "ResultsCalibra/ref_dir/I08.bmp"),
+    "tid2013_I19.bmp": ("pyiqa", "ResultsCalibra/ref_dir/I19.bmp"),
+}
+# Photos kept OUT of the bundled source: the default folder of the never-seen-photos check
+# (`realsr unseen`). pyiqa's test photos: a smartphone photo (SPAQ) and three video frames.
+UNSEEN_PHOTOS: dict[str, tuple[str, str]] = {
+    "spaq_10241.jpg": ("pyiqa", "tests/test_efficiency_img_dir/SPAQ_10241.jpg"),
+    "frame_4wrwr48cdk6rbcjl.jpg": ("pyiqa", "tests/test_efficiency_img_dir/frame_4wrwr48cdk6rbcjl.jpg"),
+    "frame_7gzdcz9sif0ekg31.jpg": ("pyiqa", "tests/test_efficiency_img_dir/frame_7gzdcz9sif0ekg31.jpg"),
+    "frame_9ogwhvvy7gfj6jzh.jpg": ("pyiqa", "tests/test_efficiency_img_dir/frame_9ogwhvvy7gfj6jzh.jpg"),
+}
 BUNDLED_SIDECAR = Path(__file__).resolve().parent.parent / "assets" / "bundled_annotations.json"
 
 
@@ -71,12 +89,24 @@ def _local_files(root: Path, extensions: list[str]) -> Iterator[SourceFile]:
                 yield SourceFile(rel, st.st_size, f"{st.st_size}-{st.st_mtime_ns}", str(path))
 
 
-def _bundled_files() -> Iterator[SourceFile]:
-    import skimage.data
+def wheel_photos(photos: dict[str, tuple[str, str]]) -> dict[str, Path]:
+    """Where each (distribution, path) photo lies in this environment; a missing one is one clear line."""
+    from importlib.metadata import PackageNotFoundError, distribution
 
-    root = Path(skimage.data.__file__).parent
-    for name in BUNDLED_PHOTOS:
-        path = root / name
+    paths = {}
+    for name, (dist, rel) in photos.items():
+        try:
+            path = Path(distribution(dist).locate_file(rel))
+        except PackageNotFoundError:
+            raise SourceError(f"data.source: bundled photo {name}: package {dist} is not installed") from None
+        if not path.is_file():
+            raise SourceError(f"data.source: bundled photo {name}: {path} not found (reinstall {dist})")
+        paths[name] = path
+    return paths
+
+
+def _bundled_files() -> Iterator[SourceFile]:
+    for name, path in wheel_photos(BUNDLED_PHOTOS).items():
         st = path.stat()
         yield SourceFile(name, st.st_size, f"{st.st_size}-{st.st_mtime_ns}", str(path))
     if BUNDLED_SIDECAR.exists():

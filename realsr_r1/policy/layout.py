@@ -226,7 +226,7 @@ class Layout:
                     raise ValueError(f"{block}: codes {tuple(codes[block].shape)}, layout wants {self.image_grids[block]}")
                 ids += self.image_segment(codes[block])
             else:
-                ids += self.tokenizer.encode(" ".join(texts[block].split()), add_special_tokens=False)
+                ids += tt.block_ids(self.tokenizer, texts[block])
             ids.append(self.close[block])
         return ids + [self.eos]
 

@@ -14,7 +14,7 @@ from realsr_r1.config import Params
 from realsr_r1.policy.interface import Sampling
 from realsr_r1.policy.tiny import TinyPolicy, TinyPolicyConfig
 from realsr_r1.tokenizers.factory import load_image_tokenizer
-from realsr_r1.tokenizers.text import load_text_tokenizer
+from realsr_r1.tokenizers.text import load_text_tokenizer, longest_block
 
 
 def policy_config(params: Params) -> TinyPolicyConfig:
@@ -22,7 +22,22 @@ def policy_config(params: Params) -> TinyPolicyConfig:
     return TinyPolicyConfig(**p, gt_size=params.prepare.gt_size, scale=params.synthesize.scale, seed=params.seed)
 
 
-def sampling(params: Params, use_cache: bool = True) -> Sampling:
+def max_text_tokens(params: Params, policy: TinyPolicy | None) -> int:
+    """`rollout.max_text_tokens`, with `auto` resolved from the longest block the policy's tokenizer recorded."""
+    r = params.rollout
+    if r.max_text_tokens != "auto":
+        return r.max_text_tokens
+    longest = None if policy is None else longest_block(policy.text_tokenizer)
+    if longest is None:
+        raise ValueError(
+            "rollout.max_text_tokens: auto needs the longest text block recorded by the tokenizer stage, and this "
+            "policy's tokenizer has none (re-run `dvc repro tokenizer init_policy`, or set a number)"
+        )
+    return longest + r.text_margin
+
+
+def sampling(params: Params, policy: TinyPolicy | None = None, use_cache: bool = True) -> Sampling:
+    """The rollout settings of params; `policy` resolves `max_text_tokens: auto`."""
     r = params.rollout
     return Sampling(
         temperature=r.temperature,
@@ -30,7 +45,7 @@ def sampling(params: Params, use_cache: bool = True) -> Sampling:
         image_temperature=r.image_temperature,
         image_top_k=r.image_top_k,
         cfg=r.cfg,
-        max_text_tokens=r.max_text_tokens,
+        max_text_tokens=max_text_tokens(params, policy),
         max_new_tokens=r.max_new_tokens,
         use_cache=use_cache,
     )

@@ -19,6 +19,9 @@ from realsr_r1.vlcot import SPECIAL_TOKENS as VLCOT_TOKENS
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 IMAGE_START, IMAGE_END, ROW_END = "<|image_start|>", "<|image_end|>", "<|row_end|>"
 LR_PATCH = "<|lr_patch|>"  # one slot per LR patch embedding (projector input path)
+# saved in the tokenizer's config: the longest text block of the training annotations, in tokens,
+# so a rollout's text cap can follow the data wherever the tokenizer travels (policy, release)
+LONGEST_BLOCK = "longest_text_block"
 
 
 def grid_token(n: int) -> str:
@@ -56,3 +59,21 @@ def load_text_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     if not (path / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{path}: no text tokenizer here (missing tokenizer.json)")
     return PreTrainedTokenizerFast.from_pretrained(str(path))
+
+
+def block_ids(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
+    """A text block's ids as a chain holds them: whitespace collapsed, no special tokens added."""
+    return tokenizer.encode(" ".join(text.split()), add_special_tokens=False)
+
+
+def record_longest_block(tokenizer: PreTrainedTokenizerFast, texts: Iterable[str]) -> int:
+    """Measure the longest of `texts` in tokens and keep it in the tokenizer's saved config."""
+    longest = max((len(block_ids(tokenizer, t)) for t in texts), default=0)
+    tokenizer.init_kwargs[LONGEST_BLOCK] = longest
+    return longest
+
+
+def longest_block(tokenizer: PreTrainedTokenizerFast) -> int | None:
+    """The longest training text block recorded by `record_longest_block` (None: not recorded)."""
+    value = tokenizer.init_kwargs.get(LONGEST_BLOCK)
+    return int(value) if value is not None else None
