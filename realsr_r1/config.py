@@ -322,6 +322,7 @@ class PolicyParams(Section):
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     lr_input: Literal["projector", "codes"] = "projector"
     lr_patch: Annotated[int, Field(ge=1)] = 4
+    code_context: Literal["none", "lr"] = "none"
 
     @model_validator(mode="after")
     def _heads(self) -> PolicyParams:
@@ -343,6 +344,13 @@ class RolloutParams(Section):
     text_margin: Annotated[int, Field(ge=0)] = 16  # auto: tokens allowed beyond the longest training block
     max_new_tokens: Annotated[int, Field(ge=1)] = 1024  # the runaway guard
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where rollouts and `realsr upscale` run; auto: cuda if available
+
+    @field_validator("max_text_tokens", mode="before")
+    @classmethod
+    def _cap(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("expected an integer >= 1 or 'auto'")
 
 
 # --------------------------------------------------------------------------------------- sft
@@ -385,12 +393,6 @@ class SftParams(Section):
         return self
 
 
-    @field_validator("max_text_tokens", mode="before")
-    @classmethod
-    def _cap(cls, value: object) -> object:
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            return value
-        raise ValueError("expected an integer >= 1 or 'auto'")
 # ---------------------------------------------------------------------------------- publish
 class PublishParams(Section):
     """The release the `publish` stage uploads, and the gate "publish only if improved"."""

@@ -74,7 +74,7 @@ def main(params: Params) -> None:
     constant = most_frequent(r.degradation for r in sorted(notes["train"].values(), key=lambda r: r.key))
 
     def evaluate(model) -> dict:
-        return evaluate_policy(model, evals, sampling(params), params.rollout.group_size, params.rewards, constant, p.seed)
+        return evaluate_policy(model, evals, sampling(params, model), params.rollout.group_size, params.rewards, constant, p.seed)
 
     checkpoints = Checkpoints(p.checkpoint_dir, fingerprint(params, urls), p.keep_last)
     val_batches = [val[i : i + p.batch_size] for i in range(0, len(val), p.batch_size)]
