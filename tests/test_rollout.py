@@ -201,3 +201,47 @@ def test_chunked_score_equals_a_full_log_softmax_with_its_gradient(setup, monkey
     for g, r in zip(grads, ref_grads, strict=True):
         assert torch.allclose(g, r, rtol=1e-3, atol=1e-5)
     assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+@pytest.fixture(scope="module")
+def context_setup(tiny_parts):
+    chain, image_tok, text_tok = tiny_parts
+    policy = TinyPolicy.build(tiny_policy_config(code_context="lr"), text_tok, image_tok)
+    return policy, policy.prompts(list(to_uint8(chain.lr[:3])))
+
+
+def test_code_context_is_the_same_in_rollout_score_and_cache_free_decoding(context_setup, tmp_path) -> None:
+    """Each code's LR context enters the input that predicts it: the rollout (with or without
+    its KV cache, with CFG's blanked rows) and a teacher-forced pass must agree on every log-prob."""
+    policy, prompts = context_setup
+    for sampling in (SAMPLING, replace(SAMPLING, cfg=0.8, image_top_k=10)):
+        out = policy.rollout(prompts, group_size=2, sampling=sampling, seed=2)
+        plain = policy.rollout(prompts, group_size=2, sampling=replace(sampling, use_cache=False), seed=2)
+        assert torch.equal(out.batch.completion_ids, plain.batch.completion_ids)
+        with torch.no_grad():
+            scores = policy.score(out.batch, sampling)
+        mask = out.batch.completion_mask
+        assert (scores.logprobs[mask] - out.logprobs[mask]).abs().max() < 1e-4
+        assert (plain.logprobs[mask] - out.logprobs[mask]).abs().max() < 1e-4
+    policy.save_pretrained(tmp_path / "p")
+    back = TinyPolicy.from_pretrained(tmp_path / "p")
+    with torch.no_grad():
+        assert torch.equal(back.score(out.batch, sampling).logprobs, scores.logprobs)
+
+
+def test_code_context_reads_the_lr_around_each_code_only(context_setup) -> None:
+    """Brightening the LR's top-left corner changes the context of the final image's codes
+    there and leaves the far corner's codes alone; the place embedding tells blocks apart."""
+    policy, prompts = context_setup
+    context = policy.code_context
+    lr = prompts.lr[:1].clone()
+    bright = lr.clone()
+    bright[..., :4, :4] = 1.0
+    final = 4 + 16  # program order: rough 2x2, middle 4x4, then the final 8x8
+    near, far = final + 0, final + 63
+    codes = torch.tensor([near, far])
+    rows = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        a, b = context(lr, rows, codes), context(bright, rows, codes)
+    assert not torch.allclose(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert context.features(lr).shape == (1, 4 + 16 + 64, 3 * context.window**2)

@@ -33,11 +33,19 @@ class StepModel(Protocol):
         """Logits of the next token (B, V) and a cache for `cache_len` positions (None: no cache)."""
 
     def step(
-        self, tokens: torch.Tensor, cache: Any, history: torch.Tensor, lr: torch.Tensor | None, need_logits: bool = True
+        self,
+        tokens: torch.Tensor,
+        cache: Any,
+        history: torch.Tensor,
+        lr: torch.Tensor | None,
+        need_logits: bool = True,
+        next_code: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, Any]:
         """Feed one token per row; `history` is the whole sequence so far (for the no-cache path).
 
-        `need_logits=False`: the next token of every row is forced; logits may be skipped (None)."""
+        `need_logits=False`: the next token of every row is forced; logits may be skipped (None).
+        `next_code` (rows, T), aligned with the end of `history`: per position, the index in
+        program order of the image code it predicts, -1 where it predicts none."""
 
     def select(self, cache: Any, rows: torch.Tensor) -> Any:
         """Keep only `rows` of the cache's batch (finished samples leave the batch)."""
@@ -137,6 +145,7 @@ def generate(
     longest = layout.max_completion_length(sampling.max_text_tokens)
     steps = sampling.max_new_tokens if longest is None else min(sampling.max_new_tokens, longest)
     logits, cache = model.prefill(history, lr, history.shape[1] + steps if sampling.use_cache else None)
+    next_code = torch.full_like(history, -1)  # per fed position: the image code it predicts (-1: none)
     ptr = torch.zeros(n, dtype=torch.long, device=device)
     text_len = torch.zeros_like(ptr)
     done = torch.zeros(n, dtype=torch.bool, device=device)
@@ -182,14 +191,19 @@ def generate(
             keep = (~done[active]).nonzero().flatten()
             both = torch.cat([keep, keep + len(active)]) if use_cfg else keep
             cache = model.select(cache, both) if cache is not None else None
-            history = history[both]
+            history, next_code = history[both], next_code[both]
             active = active[keep]
         fed = torch.cat([token[active], token[active]]) if use_cfg else token[active]
-        if not sampling.use_cache:
-            history = torch.cat([history, fed[:, None]], dim=1)
         next_kinds, _ = layout.slots(ptr[active], text_len[active], sampling.max_text_tokens)
+        code = torch.where(next_kinds == IMAGE, image_slot[active], -1)
+        code = torch.cat([code, code]) if use_cfg else code
+        if sampling.use_cache:
+            next_code = code[:, None]
+        else:
+            history = torch.cat([history, fed[:, None]], dim=1)
+            next_code = torch.cat([next_code, code[:, None]], dim=1)
         need_logits = not bool((next_kinds == FORCED).all())
-        logits, cache = model.step(fed, cache, history, lr[active], need_logits)
+        logits, cache = model.step(fed, cache, history, lr[active], need_logits, next_code)
     return RawRollout(
         completion_ids=torch.stack(out_ids, 1),
         completion_mask=torch.stack(out_valid, 1),

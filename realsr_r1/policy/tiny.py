@@ -57,6 +57,7 @@ class TinyPolicyConfig:
     dropout: float = 0.0
     lr_input: Literal["projector", "codes"] = "projector"
     lr_patch: int = 4  # projector: side of one LR patch in pixels
+    code_context: Literal["none", "lr"] = "none"  # lr: each code's LR neighbourhood + grid place join its input
     gt_size: int = 64
     scale: int = 4
     seed: int = 0
@@ -78,6 +79,37 @@ class PatchProjector(nn.Module):
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         patches = patchify(lr * 2.0 - 1.0, self.patch)
         return self.mlp(patches.reshape(len(lr), -1, patches.shape[-1])) + self.position
+
+
+class CodeContext(nn.Module):
+    """Per image code: the LR pixels around its place and a learned embedding of that place.
+
+    Added to the input that *predicts* the code, so a small model reads the LR under each code
+    directly instead of learning where it lies through attention over text of varying length."""
+
+    window = 8  # side of each code's LR neighbourhood, after resizing the LR to 4 px per code
+
+    def __init__(self, grids: list[tuple[int, int]], hidden: int) -> None:
+        super().__init__()
+        self.grids = grids
+        self.mlp = nn.Sequential(nn.Linear(3 * self.window**2, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.position = nn.Parameter(torch.zeros(sum(h * w for h, w in grids), hidden))
+
+    def features(self, lr: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) LR in [0, 1] -> (B, codes, 3 * window^2): every code's neighbourhood, in program order."""
+        out = []
+        for h, w in self.grids:
+            x = nn.functional.interpolate(lr * 2.0 - 1.0, size=(4 * h, 4 * w), mode="bilinear", align_corners=False, antialias=True)
+            x = nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+            out.append(nn.functional.unfold(x, self.window, stride=4).transpose(1, 2))
+        return torch.cat(out, 1)
+
+    def forward(self, lr: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The context of code `codes[i]` for row `rows[i]`; rows past len(lr) (CFG's LR-blanked
+        rows) get the place embedding alone."""
+        has_lr = rows < len(lr)
+        feats = self.features(lr)[rows.clamp(max=len(lr) - 1), codes]
+        return self.position[codes] + self.mlp(feats) * has_lr.unsqueeze(-1).to(feats.dtype)
 
 
 class TinyPolicy(Policy):
@@ -119,6 +151,9 @@ class TinyPolicy(Policy):
         self.projector = (
             PatchProjector(config.lr_patch, slots, config.hidden_size) if config.lr_input == "projector" else None
         )
+        self.code_context = (
+            CodeContext([grids[b] for b in IMAGE_BLOCKS], config.hidden_size) if config.code_context == "lr" else None
+        )
 
     def _apply(self, fn: Any, recurse: bool = True) -> TinyPolicy:
         """`.to()`, `.cuda()`, ...: the layout's tables follow the parameters."""
@@ -158,6 +193,8 @@ class TinyPolicy(Policy):
         self.backbone.save_pretrained(path / "backbone")
         if self.projector is not None:
             save_file({k: v.contiguous() for k, v in self.projector.state_dict().items()}, str(path / "projector.safetensors"))
+        if self.code_context is not None:
+            save_file({k: v.contiguous() for k, v in self.code_context.state_dict().items()}, str(path / "code_context.safetensors"))
         self.text_tokenizer.save_pretrained(path / "tokenizer")
         save_image_tokenizer(self.image_tokenizer, path / "image_tokenizer")
         if self.record is not None:
@@ -173,6 +210,8 @@ class TinyPolicy(Policy):
         policy = TinyPolicy(config, backbone, load_text_tokenizer(path / "tokenizer"), load_image_tokenizer(path / "image_tokenizer"))
         if policy.projector is not None:
             policy.projector.load_state_dict(load_file(str(path / "projector.safetensors")))
+        if policy.code_context is not None:
+            policy.code_context.load_state_dict(load_file(str(path / "code_context.safetensors")))
         policy.record = read_record(path)
         return policy.eval()
 
@@ -185,8 +224,10 @@ class TinyPolicy(Policy):
         return self.config.scale
 
     # -------------------------------------------------------------------------- inputs
-    def embed(self, ids: torch.Tensor, lr: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings; LR patch slots get the projected LR pixels (none when `lr` is None).
+    def embed(self, ids: torch.Tensor, lr: torch.Tensor | None, next_code: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings; LR patch slots get the projected LR pixels (none when `lr` is None);
+        with `code_context`, a position whose next token is image code k (`next_code` = k >= 0,
+        same shape as `ids`) gets that code's context.
 
         Rows with LR slots come first and `lr` has one image per such row (CFG's blanked rows,
         after them, have no slots)."""
@@ -196,6 +237,11 @@ class TinyPolicy(Policy):
             if slots.any():
                 emb = emb.clone()
                 emb[slots] = emb[slots] + self.projector(lr).reshape(-1, emb.shape[-1]).to(emb.dtype)
+        if self.code_context is not None and lr is not None and next_code is not None:
+            at = next_code >= 0
+            if at.any():
+                emb = emb.clone()
+                emb[at] = emb[at] + self.code_context(lr, at.nonzero()[:, 0], next_code[at]).to(emb.dtype)
         return emb
 
     def prompts(self, lr: list[np.ndarray]) -> PromptBatch:
@@ -234,9 +280,11 @@ class TinyPolicy(Policy):
         p, comp, valid = batch.prompt.input_ids.shape[1], batch.completion_ids, batch.completion_mask
         kinds = batch.kinds if batch.kinds is not None else self.layout.replay(comp, valid, sampling.max_text_tokens)
         ids = torch.cat([batch.prompt.input_ids, comp], 1)
+        next_code = next_codes(kinds, p)
         if sampling.cfg is not None:  # conditional and LR-blanked rows in one pass, as in the rollout
             ids = torch.cat([ids, torch.cat([batch.prompt.uncond_ids, comp], 1)])
-        hidden = self.backbone.model(inputs_embeds=self.embed(ids, batch.prompt.lr), use_cache=False).last_hidden_state
+            next_code = torch.cat([next_code, next_code])
+        hidden = self.backbone.model(inputs_embeds=self.embed(ids, batch.prompt.lr, next_code), use_cache=False).last_hidden_state
         hidden = hidden[:, p - 1 : -1]
         chunk = partial(self._score_chunk, sampling=sampling)
         lps, zs = [], []
@@ -276,15 +324,22 @@ class TinyPolicy(Policy):
         return out.logits[:, -1], cache
 
     def step(
-        self, tokens: torch.Tensor, cache: Any, history: torch.Tensor, lr: torch.Tensor | None, need_logits: bool = True
+        self,
+        tokens: torch.Tensor,
+        cache: Any,
+        history: torch.Tensor,
+        lr: torch.Tensor | None,
+        need_logits: bool = True,
+        next_code: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, Any]:
         if cache is None:  # no KV cache: the whole sequence again
-            out = self.backbone(inputs_embeds=self.embed(history, lr), use_cache=False, logits_to_keep=1)
+            out = self.backbone(inputs_embeds=self.embed(history, lr, next_code), use_cache=False, logits_to_keep=1)
             return out.logits[:, -1], None
+        inputs = {"inputs_embeds": self.embed(tokens[:, None], lr, None if next_code is None else next_code[:, -1:])}
         if not need_logits:  # the next token is forced in every row: fill the cache, skip the head
-            self.backbone.model(input_ids=tokens[:, None], cache=cache, use_cache=True)
+            self.backbone.model(**inputs, cache=cache, use_cache=True)
             return None, cache
-        out = self.backbone(input_ids=tokens[:, None], cache=cache, use_cache=True)
+        out = self.backbone(**inputs, cache=cache, use_cache=True)
         return out.logits[:, -1], cache
 
     def select(self, cache: Any, rows: torch.Tensor) -> Any:
@@ -355,6 +410,15 @@ class TinyPolicy(Policy):
             out[block] = row_images
             start = end
         return out
+
+
+def next_codes(kinds: torch.Tensor, prompt_length: int) -> torch.Tensor:
+    """(B, L) completion slot kinds -> (B, P + L): per input position, the index (in program
+    order) of the image code it predicts, -1 where the next token is not an image code."""
+    image = kinds == IMAGE
+    index = torch.where(image, image.long().cumsum(1) - 1, torch.full_like(kinds, -1))
+    b = len(kinds)
+    return torch.cat([kinds.new_full((b, prompt_length - 1), -1), index, kinds.new_full((b, 1), -1)], 1)
 
 
 def _pad(prompts: PromptBatch, seqs: list[list[int]], pad: int) -> SequenceBatch:
