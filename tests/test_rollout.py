@@ -98,6 +98,11 @@ def test_expected_residual_decoding(setup) -> None:
     assert a.shape == b.shape == (64, 64, 3) and abs(a - b).mean() > 0
     # the expectation averages the codes: smoother than any one sample
     assert b.std() <= a.std() + 1e-6
+    # one rollout gives both: the drawn codes' images and the expected final image
+    both = policy.rollout(prompts, 1, SAMPLING, seed=6, expected_final=True)
+    assert sampled.expected_final is None
+    assert (both.chains[0].final_image == sampled.chains[0].final_image).all()
+    assert (both.expected_final[0] == expected.chains[0].final_image).all()
 
 
 def test_ragged_groups_leave_the_batch_consistently(setup) -> None:

@@ -68,22 +68,26 @@ def decoding(policy: Policy, mode: str) -> Iterator[None]:
         tokenizer.config = before
 
 
-def _final_images(policy: Policy, samples: Sequence[EvalSample], sampling: Sampling, group: int, seed: int, mode: str, batch: int):
-    """Rollouts of every sample (`group` each); per row the final image, bicubic where it is missing."""
-    rollouts, finals, missing = [], [], 0
-    with decoding(policy, mode), torch.no_grad():
+def _final_images(policy: Policy, samples: Sequence[EvalSample], sampling: Sampling, group: int, seed: int, batch: int):
+    """One rollout of every sample (`group` each); per row the final image of the drawn codes and
+    of expected decoding (bicubic where the sample did not finish it)."""
+    rollouts, sampled, expected, missing = [], [], [], 0
+    with decoding(policy, "sample"), torch.no_grad():
         for start in range(0, len(samples), batch):
             part = samples[start : start + batch]
-            rollout = policy.rollout(policy.prompts([s.lr for s in part]), group, sampling, seed=seed + start)
+            rollout = policy.rollout(policy.prompts([s.lr for s in part]), group, sampling, seed=seed + start, expected_final=True)
             rollouts.append((rollout, [s.truth for s in part for _ in range(group)]))
-            for i, completion in enumerate(rollout.completions):
+            for i, (completion, mean) in enumerate(zip(rollout.completions, rollout.expected_final, strict=True)):
                 if len(completion.images) == 3:
-                    finals.append(completion.images[2])
+                    sampled.append(completion.images[2])
+                    expected.append(mean)
                 else:
                     missing += 1
-                    gt = part[i // group].truth.gt
-                    finals.append(to_uint8(bicubic(to_tensor(part[i // group].lr), gt.shape[:2]))[0])
-    return rollouts, finals, missing
+                    sample = part[i // group]
+                    fallback = to_uint8(bicubic(to_tensor(sample.lr), sample.truth.gt.shape[:2]))[0]
+                    sampled.append(fallback)
+                    expected.append(fallback)
+    return rollouts, sampled, expected, missing
 
 
 def evaluate_policy(
@@ -99,7 +103,7 @@ def evaluate_policy(
     """The val figures of `policy` (a JSON-able dict); see the module docstring."""
     was_training = policy.training
     policy.eval()
-    rollouts, sampled, missing = _final_images(policy, samples, sampling, group_size, seed, "sample", batch_size)
+    rollouts, sampled, expected, missing = _final_images(policy, samples, sampling, group_size, seed, batch_size)
     scores = {k: [] for k in (*REWARDS, "total")}
     parsed = truncated = 0
     for rollout, truths in rollouts:
@@ -109,7 +113,6 @@ def evaluate_policy(
         scores["total"] += batch.total.tolist()
         parsed += sum(c is not None for c in rollout.chains)
         truncated += int(rollout.truncated.sum())
-    _, expected, _ = _final_images(policy, samples, sampling, group_size, seed, "expected", batch_size)
     gts = [s.truth.gt for s in samples for _ in range(group_size)]
     lr = to_tensor([s.lr for s in samples])
     gt_t = to_tensor([s.truth.gt for s in samples])

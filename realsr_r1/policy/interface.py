@@ -99,6 +99,9 @@ class Rollout:
     truncated: torch.Tensor  # (N,) bool: hit a length guard; scores 0 on format
     completions: list[Completion]  # text with image placeholders + decoded uint8 RGB images
     chains: list[VLCoT | None]  # parsed blocks (None where unfinished or unparsable)
+    # per row, the final image under expected decoding (None where unfinished); only when the
+    # rollout was asked for it (`expected_final=True`), so one rollout serves both decodings
+    expected_final: list[np.ndarray | None] | None = None
 
     @property
     def sampled_mask(self) -> torch.Tensor:
@@ -127,8 +130,11 @@ class Policy(ABC, torch.nn.Module):
         rollout's own sampling; a silent default would train at the wrong temperature."""
 
     @abstractmethod
-    def rollout(self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0) -> Rollout:
-        """G samples per prompt, batched, with the constrained decoding of the layout."""
+    def rollout(
+        self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0, expected_final: bool = False
+    ) -> Rollout:
+        """G samples per prompt, batched, with the constrained decoding of the layout;
+        `expected_final` also keeps each row's final image under expected decoding."""
 
     @abstractmethod
     def save_pretrained(self, path: str | Path) -> None:

@@ -351,11 +351,14 @@ class TinyPolicy(Policy):
         return cache
 
     # ------------------------------------------------------------------------- rollout
-    def rollout(self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0) -> Rollout:
+    def rollout(
+        self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0, expected_final: bool = False
+    ) -> Rollout:
         rows = prompts.to(self.device).repeat(group_size)
         expected = self.image_tokenizer.config.decode == "expected"
-        raw = engine.generate(self, rows, sampling, seed, keep_image_probs=expected)
-        images = self.decode_images(raw, rows.lr)
+        raw = engine.generate(self, rows, sampling, seed, keep_image_probs=expected or expected_final)
+        images = self.decode_images(raw, rows.lr, expected)
+        finals = self.decode_images(raw, rows.lr, True, IMAGE_BLOCKS[-1:])[IMAGE_BLOCKS[-1]] if expected_final else None
         completions, chains = [], []
         ids_host, mask_host, finished = raw.completion_ids.cpu(), raw.completion_mask.cpu(), raw.finished.tolist()
         for i in range(len(rows)):
@@ -380,16 +383,20 @@ class TinyPolicy(Policy):
             truncated=raw.truncated,
             completions=completions,
             chains=chains,
+            expected_final=finals,
         )
 
-    def decode_images(self, raw: engine.RawRollout, lr: torch.Tensor) -> dict[str, list[np.ndarray | None]]:
-        """Per image block, the uint8 image of each row whose block finished (else None).
+    def decode_images(
+        self, raw: engine.RawRollout, lr: torch.Tensor, expected: bool, blocks: tuple[str, ...] = IMAGE_BLOCKS
+    ) -> dict[str, list[np.ndarray | None]]:
+        """Per image block, the uint8 image of each row whose block finished (else None): the
+        drawn codes decoded, or (`expected`) the expected residual under their distributions.
 
         Decoded by the image tokenizer on the CPU: one transfer per rollout, not per step."""
         out: dict[str, list[np.ndarray | None]] = {}
         lr = lr.cpu()
         completion_ids, image_pos = raw.completion_ids.cpu(), (raw.kinds == IMAGE).cpu()
-        image_probs = None if raw.image_probs is None else raw.image_probs.cpu()
+        image_probs = raw.image_probs.cpu() if expected else None
         counts = image_pos.sum(1)
         start = 0
         for block in IMAGE_BLOCKS:
@@ -397,7 +404,7 @@ class TinyPolicy(Policy):
             end = start + h * w
             ready = (counts >= end).nonzero().flatten().tolist()
             row_images: list[np.ndarray | None] = [None] * len(lr)
-            if ready:
+            if ready and block in blocks:
                 if image_probs is not None:
                     probs = image_probs[ready, start:end].reshape(len(ready), h, w, -1)
                     pixels = self.image_tokenizer.decode_expected(probs, lr[ready])
@@ -407,7 +414,8 @@ class TinyPolicy(Policy):
                     pixels = self.image_tokenizer.decode(codes, lr[ready])
                 for r, img in zip(ready, to_uint8(pixels), strict=True):
                     row_images[r] = img
-            out[block] = row_images
+            if block in blocks:
+                out[block] = row_images
             start = end
         return out
 
