@@ -276,7 +276,7 @@ def test_psnr_ssim_are_on_the_y_channel() -> None:
     from skimage.color import rgb2ycbcr
     from skimage.metrics import peak_signal_noise_ratio
 
-    from realsr_r1.evaluate.val import quality_y
+    from realsr_r1.quality import quality_y
     from tests.chain_data import gt_crops
 
     gts = gt_crops(3, seed=2)

@@ -19,8 +19,8 @@ import torch
 
 from realsr_r1.config import RewardParams
 from realsr_r1.policy.interface import Policy, Sampling
+from realsr_r1.quality import quality_y
 from realsr_r1.rewards.degradation import degradation_reward
-from realsr_r1.rewards.generation import pyiqa_scores
 from realsr_r1.rewards.scoring import REWARDS, Truth, score_rollout
 from realsr_r1.tokenizers.image import bicubic, to_tensor, to_uint8
 from realsr_r1.vlcot import VLCoT
@@ -46,14 +46,6 @@ def constant_answer_score(text: str, truths: Sequence[Truth]) -> float:
     """Mean degradation reward of answering `text` for every sample."""
     chain = VLCoT(degradation=text, rough_understand="", middle_understand="", final_understand="")
     return float(degradation_reward([chain] * len(truths), [t.degradation for t in truths]).mean())
-
-
-def quality_y(images: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> tuple[float, float]:
-    """Mean PSNR and SSIM of uint8 RGB images on the BT.601 YCbCr Y channel, as super-resolution
-    papers (and BasicSR) report them; pyiqa's own default Y is YIQ's, 1.3 dB apart."""
-    x, ref = to_tensor(list(images)), to_tensor(list(gts))
-    psnr = pyiqa_scores("psnry", x, ref, color_space="ycbcr")
-    return float(psnr.mean()), float(pyiqa_scores("ssim", x, ref, color_space="ycbcr").mean())
 
 
 @contextmanager
