@@ -24,7 +24,7 @@ from realsr_r1.rewards.understanding import tag_vocabulary
 from realsr_r1.train.backend import OptimConfig, build_backend
 from realsr_r1.train.checkpoint import CheckpointError, Checkpoints
 from realsr_r1.train.curves import write_csv
-from realsr_r1.train.data import DataError, ShardStream, load_annotations, shard_keys, shard_urls
+from realsr_r1.train.data import DataError, ShardStream, evenly_spaced, load_annotations, shard_keys, shard_urls
 from realsr_r1.train.launch import relaunch
 from realsr_r1.train.sft import SftConfig, train_sft
 from realsr_r1.train.tuning import set_dropout
@@ -68,7 +68,7 @@ def main(params: Params) -> None:
         eval_interval=p.eval_interval, early_eval_step=p.early_eval_step, seed=p.seed,
     )
     train = ShardStream(urls["train"], notes["train"], p.shuffle_buffer, p.seed)
-    val = list(ShardStream(urls["val"], notes["val"], 1, p.seed, shuffle=False))[: p.eval_samples]
+    val = evenly_spaced(list(ShardStream(urls["val"], notes["val"], 1, p.seed, shuffle=False)), p.eval_samples)
     vocabulary = tag_vocabulary(r.tags for r in notes["train"].values())
     evals = [EvalSample(s.lr, Truth.from_text(s.chain.degradation, s.tags, s.chain.final_image, vocabulary)) for s in val]
     constant = most_frequent(r.degradation for r in sorted(notes["train"].values(), key=lambda r: r.key))

@@ -286,3 +286,12 @@ def test_psnr_ssim_are_on_the_y_channel() -> None:
     expected = np.mean([peak_signal_noise_ratio(rgb2ycbcr(g)[..., 0], rgb2ycbcr(n)[..., 0], data_range=255) for n, g in zip(noisy, gts)])
     assert psnr == pytest.approx(expected, abs=0.05)
     assert quality_y(gts, gts)[1] == pytest.approx(1.0) and 0.0 < ssim < 1.0
+
+
+def test_the_val_subset_spans_the_split() -> None:
+    """The evaluation's val samples come from across the split, not the first crops of one photo."""
+    from realsr_r1.train.data import evenly_spaced
+
+    photos = [f"photo{i // 512}" for i in range(2048)]  # shard order: 512 samples per photo
+    assert set(evenly_spaced(photos, 64)) == {"photo0", "photo1", "photo2", "photo3"}
+    assert evenly_spaced(list(range(10)), 3) == [0, 3, 6] and evenly_spaced([1, 2], 5) == [1, 2]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import random
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from realsr_r1.annotate.records import AnnotationRecord, read_records
 from realsr_r1.data.shards import decode_sample
 from realsr_r1.vlcot import VLCoT
+
+T = TypeVar("T")
 
 
 class DataError(ValueError):
@@ -150,6 +152,14 @@ class ShardStream(IterableDataset):
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), rng=rng))
         for raw in wds.DataPipeline(*stages):
             yield to_train_sample(raw, self.annotations)
+
+
+def evenly_spaced(items: Sequence[T], n: int) -> list[T]:
+    """`n` items at even strides over `items` (all when fewer): a val subset that spans every
+    photo of the split, where the first `n` of shard order would be a few crops of one photo."""
+    if n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
 
 
 def as_list(batch: list[TrainSample]) -> list[TrainSample]:
