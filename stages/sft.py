@@ -24,10 +24,18 @@ from realsr_r1.rewards.understanding import tag_vocabulary
 from realsr_r1.train.backend import OptimConfig, build_backend
 from realsr_r1.train.checkpoint import CheckpointError, Checkpoints
 from realsr_r1.train.curves import write_csv
-from realsr_r1.train.data import DataError, ShardStream, load_annotations, shard_keys, shard_urls
-from realsr_r1.train.launch import relaunch
+from realsr_r1.train.data import (
+    DataError,
+    ShardStream,
+    check_readers,
+    load_annotations,
+    shard_keys,
+    shard_urls,
+)
+from realsr_r1.train.launch import relaunch, world_size
 from realsr_r1.train.sft import SftConfig, train_sft
 from realsr_r1.train.tuning import set_dropout
+from realsr_r1.train.zero import DeepSpeedConfigError, zero_config
 from stages.common import UsageError, run_stage
 
 ANNOTATIONS = Path("data/annotations")
@@ -40,15 +48,20 @@ log = logging.getLogger("stages.sft")
 
 def main(params: Params) -> None:
     p = params.sft
-    if (status := relaunch("stages.sft", p.launcher, p.num_processes)) is not None:
-        raise SystemExit(status)  # the launcher ran num_processes ranks of this stage
-    try:
+    world = world_size(p.launcher, p.num_processes)
+    try:  # inputs are checked before the launcher starts the ranks: a bad one stops with one line
         urls = {split: shard_urls(p.shards, split) for split in ("train", "val")}
+        check_readers(urls["train"], "train", world, p.workers)
         notes = {split: load_annotations(ANNOTATIONS / f"{split}.jsonl", shard_keys(urls[split])) for split in urls}
+        zero_config(p.deepspeed)
     except DataError as err:
         raise UsageError(str(err)) from None
+    except DeepSpeedConfigError as err:
+        raise UsageError(f"sft.deepspeed: {err}") from None
     if not (INIT / "policy.json").is_file():
         raise UsageError(f"{INIT}: no initial policy (run the init_policy stage)")
+    if (status := relaunch("stages.sft", p.launcher, p.num_processes)) is not None:
+        raise SystemExit(status)  # the launcher ran num_processes ranks of this stage
     device = resolve_device(p.device)
     transformers.utils.logging.disable_progress_bar()  # a bar per weight load would bury the stage's own lines
     policy = load_policy(INIT, device)
@@ -60,7 +73,7 @@ def main(params: Params) -> None:
         lr=p.lr, weight_decay=p.weight_decay, grad_clip=p.grad_clip, warmup_steps=p.warmup_steps, total_steps=p.steps,
         schedule=p.schedule, min_lr_ratio=p.min_lr_ratio, grad_accum=p.grad_accum, precision=precision,
     )
-    options = {"device": device} if p.launcher == "python" else {"micro_batch_size": p.batch_size}
+    options = {"device": device} if p.launcher == "python" else {"micro_batch_size": p.batch_size, "zero": p.deepspeed}
     backend = build_backend("plain" if p.launcher == "python" else "deepspeed", policy, optim, **options)
     cfg = SftConfig(
         steps=p.steps, batch_size=p.batch_size, grad_accum=p.grad_accum, text_weight=p.text_weight,

@@ -187,7 +187,7 @@ def bad_run(root: Path, tmp_path: Path, sft: dict | None = None) -> tuple[int, s
     return proc.returncode, err.strip()
 
 
-@pytest.mark.parametrize("case", ["batch_size", "shards", "annotations", "model_size"])
+@pytest.mark.parametrize("case", ["batch_size", "shards", "annotations", "readers", "deepspeed", "model_size"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case: str, workdir: Path, tmp_path: Path, tiny_parts) -> None:
     import shutil
 
@@ -201,6 +201,11 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case: str, workdir: Pa
     elif case == "annotations":
         annotate(root / "data/shards/train", root / "data/annotations/train.jsonl", skip=1)
         expect = "data/annotations/train.jsonl"
+    elif case == "readers":  # one train shard for 2 processes x 2 workers; stopped before the launcher starts
+        sft = {"launcher": "deepspeed", "num_processes": 2, "workers": 2}
+        expect = "sft.shards: 1 train shard(s) for 2 process(es) x 2 DataLoader worker(s), 4 needed"
+    elif case == "deepspeed":
+        sft, expect = {"deepspeed": "configs/nowhere.json"}, "sft.deepspeed: configs/nowhere.json"
     else:  # checkpoints of a wider model in the checkpoint folder
         _, image_tokenizer, text_tokenizer = tiny_parts
         wide = TinyPolicy.build(tiny_policy_config(hidden_size=48), text_tokenizer, image_tokenizer)

@@ -60,6 +60,17 @@ def shard_urls(root: str, split: str) -> list[str]:
     return urls
 
 
+def check_readers(urls: list[str], split: str, processes: int, workers: int) -> None:
+    """DataError unless each reader (process x DataLoader worker) gets a shard of its own: shards
+    are handed out whole, and a process left without any would stall the others' collectives."""
+    readers = processes * max(1, workers)
+    if len(urls) < readers:
+        raise DataError(
+            f"sft.shards: {len(urls)} {split} shard(s) for {processes} process(es) x {max(1, workers)} DataLoader "
+            f"worker(s), {readers} needed (one per reader): lower synthesize.shard_size, sft.num_processes or sft.workers"
+        )
+
+
 def shard_keys(urls: list[str]) -> list[str]:
     """The sample keys of local shards from the tar member names, without decoding anything."""
     keys: list[str] = []
