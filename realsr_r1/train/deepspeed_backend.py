@@ -119,21 +119,19 @@ class DeepSpeedBackend:
         norm = self.engine.get_global_grad_norm()
         return {"grad_norm": float(norm) if norm is not None else float("nan"), "lr": float(lr)}
 
-    def save(self, path: Path, client_state: dict[str, Any]) -> None:
-        """DeepSpeed's own layout under `path/state/` (model, per-rank optimizer shards, scheduler);
-        `client_state` travels in rank 0's model file."""
-        self.engine.save_checkpoint(str(path), tag=TAG, client_state=client_state, save_latest=False)
+    def save(self, path: Path) -> None:
+        """DeepSpeed's own layout under `path/state/` (model, per-rank optimizer shards, scheduler)."""
+        self.engine.save_checkpoint(str(path), tag=TAG, save_latest=False)
 
-    def load(self, path: Path) -> dict[str, Any]:
+    def load(self, path: Path) -> None:
         if not (Path(path) / TAG).is_dir():
             raise FileNotFoundError(f"{path}: not a DeepSpeed checkpoint (no '{TAG}' folder)")
         try:
-            loaded, client_state = self.engine.load_checkpoint(str(path), tag=TAG)
+            loaded, _ = self.engine.load_checkpoint(str(path), tag=TAG)
         except RuntimeError as err:  # e.g. weights of another model size
             raise ValueError(f"{path}: checkpoint does not fit this model ({str(err).splitlines()[0]})") from err
         if loaded is None:
             raise FileNotFoundError(f"{path}: DeepSpeed could not load this checkpoint")
-        return client_state or {}
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """fp32 weights gathered from the optimizer's shards (a collective: every rank calls it);
