@@ -91,14 +91,12 @@ def annotate(split_dir: Path, out: Path, skip: int = 0) -> None:
     write_records(out, records[: len(records) - skip])
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
+def project(root: Path, tiny_parts, shard_size: int = 1000, **sft) -> Path:
     """A project folder with 24 train / 4 val shard samples, annotations, an initial tiny policy
-    and params for a six-step run (checkpoints every 2 steps)."""
-    root = tmp_path_factory.mktemp("sft")
+    and params for a six-step run (checkpoints every 2 steps), updated by `sft`."""
     _, image_tokenizer, text_tokenizer = tiny_parts
     for split, n, seed in (("train", 24, 3), ("val", 4, 4)):
-        write_split(root / "data/shards" / split, n, seed)
+        write_split(root / "data/shards" / split, n, seed, shard_size)
         annotate(root / "data/shards" / split, root / "data/annotations" / f"{split}.jsonl")
     TinyPolicy.build(tiny_policy_config(), text_tokenizer, image_tokenizer).save_pretrained(root / "models/policy_init")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -107,8 +105,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
         steps=6, batch_size=4, checkpoint_interval=2, eval_interval=3, early_eval_step=3, eval_samples=2,
         workers=0, shuffle_buffer=8, device="cpu", lr=3e-3, warmup_steps=1, dropout=0.1,
     )
+    params["sft"].update(sft)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
+    return project(tmp_path_factory.mktemp("sft"), tiny_parts)
 
 
 def run_sft(root: Path, params: str = "params.yaml", **kw) -> subprocess.Popen:

@@ -74,7 +74,13 @@ def preserved_rng() -> Iterator[None]:
 
 
 def shapes(model: torch.nn.Module) -> dict[str, list[int]]:
-    return {name: list(p.shape) for name, p in model.state_dict().items()}
+    """Every weight's full shape: under ZeRO-3 a rank holds a shard (or nothing) of a parameter,
+    whose whole shape DeepSpeed keeps in `ds_shape`."""
+    out = {name: list(t.shape) for name, t in model.state_dict().items()}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if hasattr(param, "ds_shape"):
+            out[name] = list(param.ds_shape)
+    return out
 
 
 class Checkpoints:
