@@ -385,6 +385,14 @@ class SftParams(Section):
     seed: Annotated[int, Field(ge=0)] = 0
     launcher: Literal["python", "deepspeed", "torchrun"] = "python"  # python: the plain-PyTorch backend
     num_processes: Annotated[int, Field(ge=1)] = 1  # processes the launcher starts (GPUs, or CPU ranks)
+    deepspeed: str = "zero2"  # the ZeRO config of deepspeed/torchrun runs: zero2 | zero3 | path to a .json
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _zero(cls, value: str) -> str:
+        if value in ("zero2", "zero3") or value.endswith(".json"):
+            return value
+        raise ValueError("expected zero2, zero3 or a path to a .json DeepSpeed config")
 
     @model_validator(mode="after")
     def _valid(self) -> SftParams:

@@ -50,8 +50,8 @@ def encoded_samples(n: int, size: int = 64, scale: int = 4, seed: int = 0) -> li
     return [sample for crop in crops for sample in synthesize_crop(crop, 1, DegradationParams(), scale, seed)]
 
 
-def write_split(split_dir: Path, n: int, seed: int) -> Path:
-    write_shards(encoded_samples(n, seed=seed), split_dir, shard_size=1000)
+def write_split(split_dir: Path, n: int, seed: int, shard_size: int = 1000) -> Path:
+    write_shards(encoded_samples(n, seed=seed), split_dir, shard_size=shard_size)
     return split_dir
 
 

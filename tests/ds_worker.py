@@ -1,8 +1,9 @@
 """One rank of the DeepSpeed test run (`tests/test_deepspeed_backend.py` launches it as N processes).
 
 Trains the saved tiny policy on the saved global micro-batches (this rank takes its rows), saves
-a checkpoint half-way, trains on, gathers the final weights; then, in a fresh engine, resumes
-from the checkpoint and trains the second half again. Rank 0 writes both results and the final
+a checkpoint half-way (`Checkpoints`, each rank with its own client state), trains on, gathers
+the final weights; then, in a fresh engine, resumes from the checkpoint and trains the second
+half again. Rank 0 writes both results and the final
 policy (`save_pretrained`) for the test to compare with a plain single-process loop.
 """
 
@@ -17,6 +18,7 @@ import torch
 from realsr_r1.policy.interface import TEACHER_FORCING, PromptBatch, SequenceBatch
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.train.backend import OptimConfig
+from realsr_r1.train.checkpoint import Checkpoints
 from realsr_r1.train.deepspeed_backend import DeepSpeedBackend
 
 
@@ -59,12 +61,14 @@ def main(work: Path, zero: str) -> None:
     torch.manual_seed(0)
     backend = DeepSpeedBackend(TinyPolicy.from_pretrained(work / "init"), optim, zero, micro_batch_size=spec["rows"])
     losses = train(backend, micro, 0, half, accum)
-    backend.save(work / "ckpt", {"step": half, "losses": losses})
+    checkpoints = Checkpoints(work / "ckpt", {}, keep_last=1)
+    saved = checkpoints.save(backend, backend.model, half, {"step": half, "losses": losses, "rank": backend.rank})
     losses += train(backend, micro, half, steps, accum)
     straight = backend.full_state_dict()
 
     resumed_backend = DeepSpeedBackend(TinyPolicy.from_pretrained(work / "init"), optim, zero, micro_batch_size=spec["rows"])
-    client = resumed_backend.load(work / "ckpt")
+    client = checkpoints.load(resumed_backend, saved)
+    assert client["rank"] == resumed_backend.rank, "each rank gets its own client state back"
     train(resumed_backend, micro, client["step"], steps, accum)
     resumed = resumed_backend.full_state_dict()
 

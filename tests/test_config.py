@@ -31,6 +31,7 @@ def test_params_yaml_is_the_default() -> None:
         ({"prepare": {"gt_size": 72}}, "multiple of 4 * synthesize.scale"),
         ({"sft": {"batch_size": 0}}, "key 'sft.batch_size'"),
         ({"sft": {"num_processes": 2}}, "num_processes > 1 needs launcher deepspeed or torchrun"),
+        ({"sft": {"deepspeed": "zero4"}}, "key 'sft.deepspeed': expected zero2, zero3 or a path to a .json"),
         ({"rollout": {"max_text_tokens": "longest"}}, "key 'rollout.max_text_tokens': expected an integer >= 1 or 'auto'"),
         ({"rollout": {"max_text_tokens": 0}}, "key 'rollout.max_text_tokens': expected an integer >= 1 or 'auto'"),
     ],

@@ -3,12 +3,15 @@
 ZeRO over two ranks must train the tiny policy to the same weights as `PlainBackend` in one
 process on the whole batch (same AdamW, schedule, accumulation and clipping); what it saves
 must load with `from_pretrained`; a run resumed from its mid-way checkpoint must end bit-identical.
+The stage itself under ZeRO-3 on two ranks (dropout on, so each rank's own RNG matters) must save
+the weights gathered from the shards and resume to the same weights.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from realsr_r1.train.launch import relaunch
 from realsr_r1.train.plain import PlainBackend
 from tests.chain_data import tiny_policy_config
 from tests.test_policy import chains_of
+from tests.test_sft import project, run_sft, weights
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +97,40 @@ def test_zero_on_two_cpu_processes_matches_the_plain_loop_and_saves_loadable_wei
     loaded = TinyPolicy.from_pretrained(tmp_path / "final").state_dict()
     for name, w in straight.items():
         assert torch.equal(loaded[name], w), f"{name}: from_pretrained differs from the gathered weights"
+
+
+def test_stage_under_zero3_on_two_ranks_saves_the_gathered_weights_and_resumes_bit_identical(tmp_path, tiny_parts) -> None:
+    sft = {"launcher": "deepspeed", "num_processes": 2, "deepspeed": "zero3"}
+    root = project(tmp_path / "run", tiny_parts, shard_size=12, **sft)  # 2 train shards: one per rank
+    first = run_sft(root)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-4000:]
+    assert "DeepSpeed ZeRO-3 (zero3.json) on 2 x cpu" in err
+
+    # the saved policy holds the fp32 weights DeepSpeed's own tool consolidates from the last checkpoint
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    last = root / "checkpoints/sft/step-0000006"
+    assert {"client-rank0.pt", "client-rank1.pt"} <= {p.name for p in last.iterdir()}
+    gathered = get_fp32_state_dict_from_zero_checkpoint(str(last), tag="state")
+    policy = TinyPolicy.from_pretrained(root / "models/sft")
+    saved = policy.state_dict()
+    assert {name for name, _ in policy.named_parameters()} <= gathered.keys() <= saved.keys()
+    for name, w in gathered.items():
+        assert torch.equal(saved[name], w), f"{name}: models/sft differs from the gathered checkpoint"
+    init = TinyPolicy.from_pretrained(root / "models/policy_init").state_dict()
+    assert any(not torch.equal(init[k], saved[k]) for k in gathered), "training changed no weight"
+    metrics = json.loads((root / "metrics/sft.json").read_text())
+    assert metrics["early"]["step"] == 3 and metrics["final"]["step"] == 6 and metrics["final"]["psnr_y"]
+
+    # resumed from step 4: each rank continues from its own RNG state and data position
+    other = tmp_path / "resumed"
+    shutil.copytree(root, other)
+    for path in ("models/sft", "metrics", "plots", "checkpoints/sft/step-0000006"):
+        shutil.rmtree(other / path)
+    again = run_sft(other)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-4000:]
+    assert "resumed from checkpoints/sft/step-0000004" in err
+    a, b = weights(root), weights(other)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs"

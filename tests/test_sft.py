@@ -91,24 +91,28 @@ def annotate(split_dir: Path, out: Path, skip: int = 0) -> None:
     write_records(out, records[: len(records) - skip])
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
+def project(root: Path, tiny_parts, shard_size: int = 1000, **sft) -> Path:
     """A project folder with 24 train / 4 val shard samples, annotations, an initial tiny policy
-    and params for a six-step run (checkpoints every 2 steps)."""
-    root = tmp_path_factory.mktemp("sft")
+    and params for a six-step run (checkpoints every 2 steps), updated by `sft`."""
     _, image_tokenizer, text_tokenizer = tiny_parts
     for split, n, seed in (("train", 24, 3), ("val", 4, 4)):
-        write_split(root / "data/shards" / split, n, seed)
+        write_split(root / "data/shards" / split, n, seed, shard_size)
         annotate(root / "data/shards" / split, root / "data/annotations" / f"{split}.jsonl")
     TinyPolicy.build(tiny_policy_config(), text_tokenizer, image_tokenizer).save_pretrained(root / "models/policy_init")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["rollout"].update(group_size=1, max_new_tokens=256, device="cpu")
+    params["rollout"].update(group_size=1, max_new_tokens=256, max_text_tokens=64, device="cpu")
     params["sft"].update(
         steps=6, batch_size=4, checkpoint_interval=2, eval_interval=3, early_eval_step=3, eval_samples=2,
         workers=0, shuffle_buffer=8, device="cpu", lr=3e-3, warmup_steps=1, dropout=0.1,
     )
+    params["sft"].update(sft)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
+    return project(tmp_path_factory.mktemp("sft"), tiny_parts)
 
 
 def run_sft(root: Path, params: str = "params.yaml", **kw) -> subprocess.Popen:
@@ -187,7 +191,7 @@ def bad_run(root: Path, tmp_path: Path, sft: dict | None = None) -> tuple[int, s
     return proc.returncode, err.strip()
 
 
-@pytest.mark.parametrize("case", ["batch_size", "shards", "annotations", "model_size"])
+@pytest.mark.parametrize("case", ["batch_size", "shards", "annotations", "readers", "deepspeed", "model_size"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case: str, workdir: Path, tmp_path: Path, tiny_parts) -> None:
     import shutil
 
@@ -201,6 +205,11 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case: str, workdir: Pa
     elif case == "annotations":
         annotate(root / "data/shards/train", root / "data/annotations/train.jsonl", skip=1)
         expect = "data/annotations/train.jsonl"
+    elif case == "readers":  # one train shard for 2 processes x 2 workers; stopped before the launcher starts
+        sft = {"launcher": "deepspeed", "num_processes": 2, "workers": 2}
+        expect = "sft.shards: 1 train shard(s) for 2 process(es) x 2 DataLoader worker(s), 4 needed"
+    elif case == "deepspeed":
+        sft, expect = {"deepspeed": "configs/nowhere.json"}, "sft.deepspeed: configs/nowhere.json"
     else:  # checkpoints of a wider model in the checkpoint folder
         _, image_tokenizer, text_tokenizer = tiny_parts
         wide = TinyPolicy.build(tiny_policy_config(hidden_size=48), text_tokenizer, image_tokenizer)

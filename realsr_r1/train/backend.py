@@ -54,13 +54,13 @@ class Backend(Protocol):
         """After a micro-batch: at an accumulation boundary clip, step optimizer and scheduler,
         zero grads and return {"grad_norm", "lr"}; otherwise None."""
 
-    def save(self, path: Path, client_state: dict[str, Any]) -> None:
-        """Write the full training state (weights, optimizer, scheduler, client_state such as RNG
-        and data position) into the directory `path`; every rank calls it. The caller makes the
-        directory appear atomically (write to a temp dir, then rename)."""
+    def save(self, path: Path) -> None:
+        """Write the backend's training state (weights, optimizer, scheduler) into the directory
+        `path`; every rank calls it. The caller adds the loop's own state (`Checkpoints`) and makes
+        the directory appear atomically (write to a temp dir, then rename)."""
 
-    def load(self, path: Path) -> dict[str, Any]:
-        """Restore what `save` wrote into this backend; return the client_state."""
+    def load(self, path: Path) -> None:
+        """Restore what `save` wrote into this backend."""
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The consolidated model weights (on rank 0; gathered from ZeRO shards where needed), for

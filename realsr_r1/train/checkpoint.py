@@ -1,10 +1,11 @@
 """Training checkpoints: every N steps, the last K kept, each one appearing whole or not at all.
 
-`DIR/step-0000100/` holds what the backend saves (weights, optimizer, scheduler) and the loop's
-client state (RNG states, data position, curves so far), plus `run.json`: the run's
-fingerprint and the model's parameter shapes. A checkpoint is written into a temporary sibling
-and renamed into place, so a process killed at any moment (mid-step or mid-write) leaves the
-previous complete checkpoint as the latest; the stale temporary is removed on the next start.
+`DIR/step-0000100/` holds what the backend saves (weights, optimizer, scheduler), each rank's
+own client state (`client-rank0.pt`, ...: RNG states and data position, which differ between
+ranks, and the curves so far), plus `run.json`: the run's fingerprint and the model's parameter
+shapes. A checkpoint is written into a temporary sibling and renamed into place, so a process
+killed at any moment (mid-step or mid-write) leaves the previous complete checkpoint as the
+latest; the stale temporary is removed on the next start.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from realsr_r1.atomic import write_json
 from realsr_r1.train.backend import Backend
 
 RUN_FILE = "run.json"
+CLIENT_FILE = "client-rank{rank}.pt"  # one per rank
 PREFIX = "step-"
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,13 @@ def preserved_rng() -> Iterator[None]:
 
 
 def shapes(model: torch.nn.Module) -> dict[str, list[int]]:
-    return {name: list(p.shape) for name, p in model.state_dict().items()}
+    """Every weight's full shape: under ZeRO-3 a rank holds a shard (or nothing) of a parameter,
+    whose whole shape DeepSpeed keeps in `ds_shape`."""
+    out = {name: list(t.shape) for name, t in model.state_dict().items()}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if hasattr(param, "ds_shape"):
+            out[name] = list(param.ds_shape)
+    return out
 
 
 class Checkpoints:
@@ -121,14 +129,16 @@ class Checkpoints:
         return latest
 
     def save(self, backend: Backend, model: torch.nn.Module, step: int, client_state: dict[str, Any]) -> Path:
-        """Write `step-N` (every rank calls this), then drop all but the last `keep_last`."""
+        """Write `step-N` (every rank calls this with its own `client_state`: tensors and plain
+        containers), then drop all but the last `keep_last`."""
         final = self.dir / f"{PREFIX}{step:07d}"
         tmp = self.dir / f".{final.name}.tmp-{step}"  # one name every rank agrees on
         if backend.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         backend.barrier()
-        backend.save(tmp, client_state)
+        backend.save(tmp)
+        torch.save(client_state, tmp / CLIENT_FILE.format(rank=backend.rank))
         backend.barrier()
         if backend.is_main:
             write_json(tmp / RUN_FILE, {"fingerprint": self.fingerprint, "shapes": shapes(model), "step": step})
@@ -140,6 +150,14 @@ class Checkpoints:
                 shutil.rmtree(old)
         backend.barrier()
         return final
+
+    def load(self, backend: Backend, path: Path) -> dict[str, Any]:
+        """Restore the backend's state from `path` and return this rank's client state."""
+        client = path / CLIENT_FILE.format(rank=backend.rank)
+        if not client.is_file():
+            raise CheckpointError(f"{client}: not found (a checkpoint of fewer processes?); remove {self.dir} to start over")
+        backend.load(path)
+        return torch.load(client, map_location="cpu", weights_only=True)
 
 
 def _fsync_tree(folder: Path) -> None:

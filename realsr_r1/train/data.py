@@ -1,9 +1,10 @@
 """Training samples streamed from WebDataset shards (local or S3) and joined with their annotations.
 
-Shards are split across processes (`split_by_node`) and DataLoader workers (`split_by_worker`),
-so no two of them read the same sample in one epoch. Shard order and the sample shuffle buffer
-are seeded by (seed, epoch, rank, worker): an epoch's stream is a pure function of those, which
-is what lets a resumed run skip to its data position and see the very batches it would have.
+Training shards are split across processes (`split_by_node`) and DataLoader workers
+(`split_by_worker`), so no two of them read the same sample in one epoch; the val stream is read
+whole by every process. Shard order and the sample shuffle buffer are seeded by (seed, epoch,
+rank, worker): an epoch's stream is a pure function of those, which is what lets a resumed run
+skip to its data position and see the very batches it would have.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def shard_urls(root: str, split: str) -> list[str]:
     if not urls:
         raise DataError(f"{root}/{split}: no shard-*.tar files")
     return urls
+
+
+def check_readers(urls: list[str], split: str, processes: int, workers: int) -> None:
+    """DataError unless each reader (process x DataLoader worker) gets a shard of its own: shards
+    are handed out whole, and a process left without any would stall the others' collectives."""
+    readers = processes * max(1, workers)
+    if len(urls) < readers:
+        raise DataError(
+            f"sft.shards: {len(urls)} {split} shard(s) for {processes} process(es) x {max(1, workers)} DataLoader "
+            f"worker(s), {readers} needed (one per reader): lower synthesize.shard_size, sft.num_processes or sft.workers"
+        )
 
 
 def shard_keys(urls: list[str]) -> list[str]:
@@ -120,14 +132,16 @@ def to_train_sample(raw: dict[str, Any], annotations: dict[str, AnnotationRecord
 
 
 class ShardStream(IterableDataset):
-    """One epoch of annotated samples for this process and DataLoader worker (`set_epoch` first)."""
+    """One epoch of annotated samples for this process and DataLoader worker (`set_epoch` first);
+    `per_rank=False`: every process reads every shard (the val set every rank evaluates alike)."""
 
     def __init__(
-        self, urls: list[str], annotations: dict[str, AnnotationRecord], shuffle_buffer: int, seed: int, shuffle: bool = True
-    ) -> None:
+        self, urls: list[str], annotations: dict[str, AnnotationRecord], shuffle_buffer: int, seed: int,
+        shuffle: bool = True, per_rank: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.urls, self.annotations = urls, annotations
-        self.shuffle_buffer, self.seed, self.shuffle = shuffle_buffer, seed, shuffle
+        self.shuffle_buffer, self.seed, self.shuffle, self.per_rank = shuffle_buffer, seed, shuffle, per_rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -141,7 +155,7 @@ class ShardStream(IterableDataset):
         rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
         stages: list[Any] = [
             wds.SimpleShardList(urls),
-            wds.split_by_node,
+            *([wds.split_by_node] if self.per_rank else []),
             wds.split_by_worker,
             open_shards,
             wds.tariterators.tar_file_expander,

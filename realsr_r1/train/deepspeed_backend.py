@@ -10,7 +10,6 @@ bf16 is torch autocast over fp32 weights (DeepSpeed's `torch_autocast`), as on t
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -21,6 +20,7 @@ import torch
 
 from realsr_r1.train.backend import OptimConfig, lr_factor
 from realsr_r1.train.plain import param_groups
+from realsr_r1.train.zero import zero_config
 
 if not torch.cuda.is_available():  # before deepspeed picks its accelerator: CPU + gloo
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -33,32 +33,7 @@ from deepspeed.utils import safe_get_full_fp32_param  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
 TAG = "state"  # the one checkpoint tag inside a checkpoint directory (the loop names directories)
-# what the run's params decide; a DeepSpeed config file that sets them is refused, not silently overridden
-OWNED_KEYS = (
-    "optimizer", "scheduler", "fp16", "bf16", "torch_autocast", "gradient_clipping", "train_batch_size",
-    "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-)  # fmt: skip
-
-
-class DeepSpeedConfigError(ValueError):
-    """A DeepSpeed config file that is missing, unreadable or sets what the params own."""
-
-
-def zero_config(name_or_path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """`zero2` / `zero3` (under configs/deepspeed/) or a path to a JSON file -> (path, dict)."""
-    path = Path(name_or_path)
-    if path.suffix != ".json":
-        path = CONFIG_DIR / f"{name_or_path}.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DeepSpeedConfigError(f"{path}: cannot read the DeepSpeed config ({err})") from err
-    for key in OWNED_KEYS:
-        if key in config:
-            raise DeepSpeedConfigError(f"{path}: key '{key}' is set by the run's params (sft), remove it here")
-    return path, config
 
 
 def ds_config(base: dict[str, Any], optim: OptimConfig, micro_batch_size: int) -> dict[str, Any]:
@@ -144,21 +119,19 @@ class DeepSpeedBackend:
         norm = self.engine.get_global_grad_norm()
         return {"grad_norm": float(norm) if norm is not None else float("nan"), "lr": float(lr)}
 
-    def save(self, path: Path, client_state: dict[str, Any]) -> None:
-        """DeepSpeed's own layout under `path/state/` (model, per-rank optimizer shards, scheduler);
-        `client_state` travels in rank 0's model file."""
-        self.engine.save_checkpoint(str(path), tag=TAG, client_state=client_state, save_latest=False)
+    def save(self, path: Path) -> None:
+        """DeepSpeed's own layout under `path/state/` (model, per-rank optimizer shards, scheduler)."""
+        self.engine.save_checkpoint(str(path), tag=TAG, save_latest=False)
 
-    def load(self, path: Path) -> dict[str, Any]:
+    def load(self, path: Path) -> None:
         if not (Path(path) / TAG).is_dir():
             raise FileNotFoundError(f"{path}: not a DeepSpeed checkpoint (no '{TAG}' folder)")
         try:
-            loaded, client_state = self.engine.load_checkpoint(str(path), tag=TAG)
+            loaded, _ = self.engine.load_checkpoint(str(path), tag=TAG)
         except RuntimeError as err:  # e.g. weights of another model size
             raise ValueError(f"{path}: checkpoint does not fit this model ({str(err).splitlines()[0]})") from err
         if loaded is None:
             raise FileNotFoundError(f"{path}: DeepSpeed could not load this checkpoint")
-        return client_state or {}
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """fp32 weights gathered from the optimizer's shards (a collective: every rank calls it);

@@ -27,6 +27,14 @@ def under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def world_size(launcher: Launcher, num_processes: int) -> int:
+    """The run's process count: the launcher's WORLD_SIZE inside one (e.g. 2 nodes started by
+    hand), else what `relaunch` will start."""
+    if launcher == "python":
+        return 1
+    return int(os.environ["WORLD_SIZE"]) if under_launcher() else num_processes
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

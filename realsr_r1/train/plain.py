@@ -1,7 +1,7 @@
 """The plain-PyTorch backend: one process, CPU or one GPU; AdamW, warm-up + constant/cosine LR,
 gradient accumulation, clipping, bf16 autocast on CUDA, and a training state saved as
-safetensors (weights) plus a `torch.save` of tensors and plain containers (optimizer,
-scheduler, RNG, position), which `load` reads back with `weights_only=True`.
+safetensors (weights) plus a `torch.save` of the optimizer and scheduler states, which `load`
+reads back with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -73,20 +73,19 @@ class PlainBackend:
         self.micro = 0
         return {"grad_norm": float(norm), "lr": float(lr)}
 
-    def save(self, path: Path, client_state: dict[str, Any]) -> None:
+    def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
         save_file(weights, str(path / WEIGHTS))
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "client": client_state}
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         torch.save(state, path / STATE)
 
-    def load(self, path: Path) -> dict[str, Any]:
+    def load(self, path: Path) -> None:
         self.model.load_state_dict(load_file(str(path / WEIGHTS), device=str(self.device)))
         state = torch.load(path / STATE, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro = 0
-        return state["client"]
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

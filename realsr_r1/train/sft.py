@@ -111,18 +111,19 @@ def train_sft(
 ) -> TrainState:
     """Train to `cfg.steps` optimizer steps, resuming from the latest matching checkpoint.
 
-    `evaluate(policy)` (a rollout evaluation) runs at `early_eval_step`; its result is kept in
-    the state (and so in every later checkpoint). RNG states are set from the seed on a fresh
-    start and restored on a resume, so the weights at the end do not depend on interruptions."""
+    `evaluate(policy)` (a rollout evaluation) runs at `early_eval_step` on every rank (it may
+    gather the weights); its result is kept in the state (and so in every later checkpoint). Each
+    rank's RNG states (seeded with seed + rank on a fresh start) and data position are its own,
+    saved and restored per rank, so the weights at the end do not depend on interruptions."""
     state = TrainState()
     resume = checkpoints.check(policy)
     if resume is not None:
-        client = backend.load(resume)
+        client = checkpoints.load(backend, resume)
         state = TrainState(**client["state"])
         set_rng_state(client["rng"])
         log.info("resumed from %s (step %d, epoch %d, batch %d)", resume, state.step, state.epoch, state.batches_in_epoch)
     else:
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + backend.rank)  # rank 0 of a plain run: the seed itself
     policy.train()
     bar = tqdm(total=cfg.steps, initial=state.step, desc="sft", unit="step", disable=not backend.is_main, mininterval=1)
     tokens, started, parts_sum, micro = 0, time.perf_counter(), {}, 0
