@@ -48,10 +48,10 @@ class DataParams(Section):
 class PrepareParams(Section):
     gt_size: Annotated[int, Field(ge=16, le=4096, multiple_of=8)] = 64
     # resize each photo so its shorter side is this many pixels before cropping (null: keep size)
-    short_side: Annotated[int, Field(ge=16)] | None = 96
-    crops_per_image: Annotated[int, Field(ge=1, le=1000)] = 4
+    short_side: Annotated[int, Field(ge=16)] | None = 256
+    crops_per_image: Annotated[int, Field(ge=1, le=1000)] = 32
     hflip_prob: Probability = 0.5
-    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.285
     min_size: Annotated[int, Field(ge=1)] = 32  # photos smaller than this (either side) are rejected
     max_pixels: Annotated[int, Field(ge=1)] = 100_000_000  # decompression-bomb guard
     usm_sharpen: bool = True  # sharpen GT as Real-ESRGAN does (radius 50, weight 0.5, threshold 10)
@@ -172,7 +172,7 @@ DASK_ENV = "REALSR_DASK_ADDRESS"  # the scheduler an orchestrator hands the synt
 
 class SynthesizeParams(Section):
     scale: Literal[2, 4, 8] = 4
-    per_image: Annotated[int, Field(ge=1, le=1000)] = 4  # K degradations per GT crop
+    per_image: Annotated[int, Field(ge=1, le=1000)] = 16  # K degradations per GT crop
     shard_size: Annotated[int, Field(ge=1)] = 1000  # samples per tar shard
     workers: Annotated[int, Field(ge=0)] = 0  # 0: all cores
     # a Dask scheduler (tcp://host:8786) to fan out over instead of local processes; "" falls back
@@ -286,7 +286,7 @@ class VQParams(Section):
 class ImageTokenizerParams(Section):
     kind: Literal["kmeans", "vq"] = "kmeans"
     factor: Annotated[int, Field(ge=1, le=64)] = 8
-    codebook_size: Annotated[int, Field(ge=2, le=1_000_000)] = 1024
+    codebook_size: Annotated[int, Field(ge=2, le=1_000_000)] = 256
     residual: bool = True
     decode: Literal["sample", "expected"] = "sample"
     kmeans: KMeansParams = KMeansParams()
@@ -360,11 +360,11 @@ class SftParams(Section):
     steps: Annotated[int, Field(ge=1)] = 150  # optimizer steps (after gradient accumulation)
     batch_size: Annotated[int, Field(ge=1)] = 16  # samples per micro-batch per process
     grad_accum: Annotated[int, Field(ge=1)] = 1  # micro-batches per optimizer step
-    lr: PositiveFloat = 1e-3
+    lr: PositiveFloat = 2e-3
     warmup_steps: Annotated[int, Field(ge=0)] = 10
     schedule: Literal["constant", "cosine"] = "cosine"
     min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # cosine floor, as a fraction of lr
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.1
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # attention dropout while training
     z_loss: Annotated[float, Field(ge=0.0)] = 1e-5  # weight of mean(log Z^2) over the trained slots
     text_weight: Annotated[float, Field(ge=0.0)] = 1.0  # weight of the text-token loss

@@ -31,11 +31,11 @@ def photo_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory: pytest.TempPathFactory) -> list[GtCrop]:
-    """GT crops (default prepare params) of three real photos, in key order."""
+    """GT crops (default prepare params, 4 crops a photo) of three real photos, in key order."""
     folder = tmp_path_factory.mktemp("photos")
     for name in ("astronaut", "chelsea", "coffee"):
         Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.png")
-    return sorted(prepare_photos(iter_folder(folder, [".png"]), PrepareParams(), 0, PrepareReport()), key=lambda c: c.key)
+    return sorted(prepare_photos(iter_folder(folder, [".png"]), PrepareParams(crops_per_image=4), 0, PrepareReport()), key=lambda c: c.key)
 
 
 @pytest.fixture(scope="session")
