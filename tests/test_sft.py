@@ -102,7 +102,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
         annotate(root / "data/shards" / split, root / "data/annotations" / f"{split}.jsonl")
     TinyPolicy.build(tiny_policy_config(), text_tokenizer, image_tokenizer).save_pretrained(root / "models/policy_init")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["rollout"].update(group_size=1, max_new_tokens=256, device="cpu")
+    # max_text_tokens a number: the fixture's tokenizer records no longest block for `auto`
+    params["rollout"].update(group_size=1, max_text_tokens=64, max_new_tokens=256, device="cpu")
     params["sft"].update(
         steps=6, batch_size=4, checkpoint_interval=2, eval_interval=3, early_eval_step=3, eval_samples=2,
         workers=0, shuffle_buffer=8, device="cpu", lr=3e-3, warmup_steps=1, dropout=0.1,
