@@ -155,6 +155,12 @@ def test_stage_resumes_after_sigkill_to_bit_identical_weights(workdir: Path, tmp
     assert set(metrics["final"]["psnr_y"]) == {"sampled", "expected", "bicubic", "tokenizer"}
     curve = (workdir / "plots/sft/train.csv").read_text().splitlines()
     assert curve[0].split(",")[:4] == ["step", "loss", "text_loss", "image_loss"] and len(curve) == 7
+    assert "tokens_per_s" not in curve[0]  # timing: in speed.csv, out of the files dvc.lock hashes
+    for name in ("train.csv", "val.csv"):  # a resumed run writes the same curves
+        assert (other / "plots/sft" / name).read_bytes() == (workdir / "plots/sft" / name).read_bytes()
+    speed = (workdir / "plots/sft/speed.csv").read_text().splitlines()
+    assert speed[0] == "step,tokens_per_s" and len(speed) == 7
+    assert json.loads((other / "metrics/sft.json").read_text()) == metrics  # nothing timing-dependent
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000004", "step-0000006"]  # keep_last 2
 
 
