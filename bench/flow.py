@@ -1,6 +1,7 @@
 """Orchestration overhead: `prefect deployment run grpo/full` vs `dvc repro`, everything cached.
 
-In a temporary copy of this repository: a Prefect server (own SQLite), a process work pool and
+In a temporary copy of this repository on tiny params (`TINY_PIPELINE`: small data, two SFT
+steps, so filling the caches takes minutes): a Prefect server (own SQLite), a process work pool and
 worker, `prefect deploy --all`; one real `dvc repro` and one flow run fill the caches and the
 DVC remote (the local default). Then both are timed on the cached pipeline (median of --repeat
 runs) and the difference is printed against the issue's budget of 15 s.
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import BIN, GIT_ID, PrefectServer, Worker, copy_repo
+from tests.servers import BIN, GIT_ID, TINY_PIPELINE, PrefectServer, Worker, copy_repo
 
 BUDGET_S = 15.0
 
@@ -49,7 +50,7 @@ def main() -> None:
         work = Path(tmp)
         repo = work / "repo"
         repo.mkdir()
-        copy_repo(ROOT, repo)
+        copy_repo(ROOT, repo, TINY_PIPELINE)
         server = PrefectServer(work)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REALSR_", "PYTHONPATH"))}
         env.update(server.env)

@@ -1,8 +1,9 @@
 """Stage `sft`: cold-start SFT of models/policy_init on the annotated shards.
 
 Reads data/shards/{train,val} (or `sft.shards` on S3), data/annotations/*.jsonl and
-models/policy_init; writes models/sft, metrics/sft.json and plots/sft/*.csv. Resumes from the
-latest complete checkpoint in `sft.checkpoint_dir` (a killed run continues where it stopped).
+models/policy_init; writes models/sft, metrics/sft.json, plots/sft/{train,val}.csv (outputs in
+dvc.lock: they hold nothing timing-dependent) and plots/sft/speed.csv (tokens/s: no output, git-ignored).
+Resumes from the latest complete checkpoint in `sft.checkpoint_dir` (a killed run continues where it stopped).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ INIT = Path("models/policy_init")
 OUT = Path("models/sft")
 METRICS = Path("metrics/sft.json")
 PLOTS = Path("plots/sft")
+TIMING = ("tokens_per_s",)  # differs run to run: kept out of train.csv, whose hash dvc.lock records
 log = logging.getLogger("stages.sft")
 
 
@@ -118,7 +120,8 @@ def main(params: Params) -> None:
     trained.record = (trained.record or TrainingRecord()).then("sft", steps=state.step)
     with atomic_dir(OUT) as tmp:
         trained.save_pretrained(tmp)
-    write_csv(PLOTS / "train.csv", state.curve)
+    write_csv(PLOTS / "train.csv", state.curve, [k for k in state.curve[0] if k not in TIMING])
+    write_csv(PLOTS / "speed.csv", state.curve, ["step", *TIMING])
     write_csv(PLOTS / "val.csv", state.val_curve)
     early = state.evals.get("early")
     write_json(METRICS, {

@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 BIN = Path(sys.executable).parent
 
 
@@ -225,8 +227,41 @@ GIT_ID = {
 }
 
 
-def copy_repo(src: Path, dst: Path) -> None:
-    """Copy the files git would see (tracked + untracked, not ignored) and make `dst` a git repo."""
+# params for a copy that runs the whole DAG in minutes: 17 photos x 2 crops x 1 degradation
+# (synthesize.per_image 2 is then a change) and two SFT steps with every evaluation and checkpoint
+TINY_PIPELINE: dict[str, Any] = {
+    "prepare.crops_per_image": 2,
+    "synthesize.per_image": 1,
+    "sft.steps": 2,
+    "sft.batch_size": 4,
+    "sft.eval_samples": 2,
+    "sft.eval_interval": 1,
+    "sft.early_eval_step": 1,
+    "sft.checkpoint_interval": 1,
+    "sft.workers": 0,
+    "rollout.group_size": 2,
+}
+
+
+def set_params(repo: Path, overrides: dict[str, Any]) -> None:
+    """Set dotted keys (`sft.steps`) in `repo`/params.yaml; a key it lacks is an error, so a
+    renamed param cannot leave a test running on the defaults unnoticed."""
+    path = repo / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise KeyError(f"{path}: no key {dotted!r}")
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def copy_repo(src: Path, dst: Path, params: dict[str, Any] | None = None) -> None:
+    """Copy the files git would see (tracked + untracked, not ignored) and make `dst` a git repo
+    whose first commit has `params` (dotted keys) set in params.yaml."""
     files = (
         subprocess.run(
             ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -242,5 +277,7 @@ def copy_repo(src: Path, dst: Path) -> None:
         if path.is_file() and not path.is_symlink():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dst / rel)
+    if params:
+        set_params(dst, params)
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy of the project"]):
         subprocess.run(["git", *args], cwd=dst, check=True, env={**os.environ, **GIT_ID})

@@ -1,4 +1,4 @@
-"""End to end: `prefect deployment run grpo/full` on the tiny default, with real servers.
+"""End to end: `prefect deployment run grpo/full` on tiny params (`TINY_PIPELINE`), with real servers.
 
 One session (module fixture): a copy of this repository in a temporary git repo; moto's S3
 server behind a relay (so "S3 down" can be staged without losing moto's in-memory objects);
@@ -25,7 +25,18 @@ import pytest
 import yaml
 
 from flows.dag import read_stages
-from tests.servers import BIN, GIT_ID, MotoS3, PrefectServer, Relay, Worker, copy_repo, s3_env
+from tests.servers import (
+    BIN,
+    GIT_ID,
+    TINY_PIPELINE,
+    MotoS3,
+    PrefectServer,
+    Relay,
+    Worker,
+    copy_repo,
+    s3_env,
+    set_params,
+)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +124,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     work = tmp_path_factory.mktemp("e2e")
     repo = work / "repo"
     repo.mkdir()
-    copy_repo(ROOT, repo)
+    copy_repo(ROOT, repo, TINY_PIPELINE)
 
     s3 = MotoS3(work)
     relay = Relay(s3.port)
@@ -224,7 +235,8 @@ def test_published_release_pulls_and_verifies(session: Session) -> None:
     made_by = f"stage `tokenizer` (`python -m stages.tokenizer`; dvc.lock md5 {tokenizer_md5[:12]})"
     assert f"| models/tokenizer | {made_by} |" in card
     assert "| metrics/synthesize.json | stage `synthesize`" in card
-    assert "- Policy checkpoint: none" in card and "trained by" not in card  # a tokenizer codebook only
+    assert "| models/sft | stage `sft` (`python -m stages.sft`; dvc.lock md5" in card
+    assert "- Policy checkpoint: `models/sft" in card and "| metrics/sft.json | stage `sft`" in card
 
 
 def _git_status(sess: Session) -> str:
@@ -232,8 +244,10 @@ def _git_status(sess: Session) -> str:
 
 
 def test_second_run_executes_no_stage_but_publishes_to_a_new_destination(session: Session) -> None:
-    # what the first run made is the committed state now; a run must leave it as it is
-    session.run("git", "commit", "-qam", "the first run's lock and metrics", "--allow-empty")
+    # what the first run made is the committed state now (new metrics and plots files included);
+    # a run must leave it as it is
+    session.run("git", "add", "-A")
+    session.run("git", "commit", "-qm", "the first run's lock, metrics and plots", "--allow-empty")
     assert _git_status(session) == ""
     # an empty release bucket: the destination changed, the pipeline's inputs did not
     direct = session.s3.client()
@@ -440,9 +454,9 @@ def _all_keys(sess: Session) -> dict[str, str]:
 
 
 def test_remote_deployment_clones_pulls_runs_pushes_and_records(session: Session, remote: Remote) -> None:
-    # a new commit that changes the policy: only init_policy (and the always-run stages) must run
-    params = session.repo / "params.yaml"
-    params.write_text(params.read_text().replace("  dropout: 0.0", "  dropout: 0.1", 1))
+    # a new commit that changes the policy: only init_policy, the sft trained from it (and the
+    # always-run stages) must run
+    set_params(session.repo, {"policy.dropout": 0.1})
     session.run("git", "commit", "-qam", "policy dropout 0.1")
     commit = session.run("git", "rev-parse", "HEAD").stdout.strip()
     session.run("git", "push", "-q", str(remote.git), "HEAD:refs/heads/main")
@@ -450,7 +464,7 @@ def test_remote_deployment_clones_pulls_runs_pushes_and_records(session: Session
     done, run = _remote_run(session, remote, commit)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:] + remote.worker.log.read_text()[-5000:]
     executed = session.stages_artifact(run["id"])
-    assert {k for k, v in executed.items() if v} == {"ingest", "init_policy", "publish"}, executed
+    assert {k for k, v in executed.items() if v} == {"ingest", "init_policy", "sft", "publish"}, executed
     # a fresh clone of that commit in the worker's folder, one per run
     [clone] = remote.clones()
     assert clone.name == f"realsr-r1-{run['id']}"

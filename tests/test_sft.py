@@ -100,7 +100,8 @@ def project(root: Path, tiny_parts, shard_size: int = 1000, **sft) -> Path:
         annotate(root / "data/shards" / split, root / "data/annotations" / f"{split}.jsonl")
     TinyPolicy.build(tiny_policy_config(), text_tokenizer, image_tokenizer).save_pretrained(root / "models/policy_init")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["rollout"].update(group_size=1, max_new_tokens=256, max_text_tokens=64, device="cpu")
+    # max_text_tokens a number: the fixture's tokenizer records no longest block for `auto`
+    params["rollout"].update(group_size=1, max_text_tokens=64, max_new_tokens=256, device="cpu")
     params["sft"].update(
         steps=6, batch_size=4, checkpoint_interval=2, eval_interval=3, early_eval_step=3, eval_samples=2,
         workers=0, shuffle_buffer=8, device="cpu", lr=3e-3, warmup_steps=1, dropout=0.1,
@@ -158,6 +159,12 @@ def test_stage_resumes_after_sigkill_to_bit_identical_weights(workdir: Path, tmp
     assert set(metrics["final"]["psnr_y"]) == {"sampled", "expected", "bicubic", "tokenizer"}
     curve = (workdir / "plots/sft/train.csv").read_text().splitlines()
     assert curve[0].split(",")[:4] == ["step", "loss", "text_loss", "image_loss"] and len(curve) == 7
+    assert "tokens_per_s" not in curve[0]  # timing: in speed.csv, out of the files dvc.lock hashes
+    for name in ("train.csv", "val.csv"):  # a resumed run writes the same curves
+        assert (other / "plots/sft" / name).read_bytes() == (workdir / "plots/sft" / name).read_bytes()
+    speed = (workdir / "plots/sft/speed.csv").read_text().splitlines()
+    assert speed[0] == "step,tokens_per_s" and len(speed) == 7
+    assert json.loads((other / "metrics/sft.json").read_text()) == metrics  # nothing timing-dependent
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000004", "step-0000006"]  # keep_last 2
 
 
