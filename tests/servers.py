@@ -240,6 +240,7 @@ TINY_PIPELINE: dict[str, Any] = {
     "sft.checkpoint_interval": 1,
     "sft.workers": 0,
     "rollout.group_size": 2,
+    "rollout.max_text_tokens": 16,  # an untrained policy runs every text block to its cap: keep it short
 }
 
 
