@@ -129,18 +129,22 @@ WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
 NO_POLICY = "none (this bundle holds no trained policy; it is not a usable super-resolution model)"
 
 
+POLICY_CONFIG = "policy.json"  # a realsr policy folder's config (realsr_r1.policy.tiny.CONFIG_FILE)
+
+
 def checkpoints(files: list[str]) -> list[str]:
-    """Folders holding a from_pretrained checkpoint (config.json beside weights): the policies.
-    A tokenizer's codebook tensors are weights too, but no model to run."""
-    names = set(files)
-    return sorted(
-        {
-            PurePosixPath(rel).parent.as_posix()
-            for rel in names
-            if PurePosixPath(rel).suffix in WEIGHT_SUFFIXES
-            and (PurePosixPath(rel).parent / "config.json").as_posix() in names
-        }
-    )
+    """Folders holding a checkpoint to run: a policy (`policy.json`, what `load_policy` reads) or
+    another from_pretrained model (config.json beside weights) outside any policy folder. A
+    tokenizer's codebook tensors are weights too, but no model to run."""
+    paths = [PurePosixPath(rel) for rel in files]
+    names = {p.as_posix() for p in paths}
+    policies = {p.parent for p in paths if p.name == POLICY_CONFIG}
+    models = {
+        p.parent for p in paths
+        if p.suffix in WEIGHT_SUFFIXES and (p.parent / "config.json").as_posix() in names
+        and not any(parent in policies for parent in p.parents)
+    }
+    return sorted(folder.as_posix() for folder in policies | models)
 
 
 def model_card(

@@ -157,3 +157,13 @@ def test_publish_errors_are_one_line(s3: MotoS3, tmp_path: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump({"publish": {"mode": "best"}}))
     done = _publish(repo, s3.url)
     assert done.returncode == 2 and "publish.mode" in done.stderr
+
+
+def test_the_card_names_a_policy_folder_not_its_backbone() -> None:
+    """A saved policy (policy.json, backbone/, projector) is one checkpoint, named by its folder."""
+    from realsr_r1.release import checkpoints
+
+    policy = ["models/sft/policy.json", "models/sft/backbone/config.json", "models/sft/backbone/model.safetensors",
+              "models/sft/projector.safetensors", "models/tokenizer/image/codebook.safetensors"]
+    assert checkpoints(policy) == ["models/sft"]
+    assert checkpoints(["hf/config.json", "hf/model.safetensors", *policy]) == ["hf", "models/sft"]
