@@ -381,7 +381,7 @@ class SftParams(Section):
     keep_last: Annotated[int, Field(ge=1)] = 2  # checkpoints kept
     eval_interval: Annotated[int, Field(ge=1)] = 25  # steps between teacher-forced val losses
     early_eval_step: Annotated[int, Field(ge=1)] = 25  # the early rollout evaluation the end is compared with
-    eval_samples: Annotated[int, Field(ge=1)] = 64  # val samples of the rollout evaluation (at most the split)
+    eval_samples: Annotated[int, Field(ge=1)] = 32  # val samples of the rollout evaluation (at most the split)
     seed: Annotated[int, Field(ge=0)] = 0
     launcher: Literal["python", "deepspeed", "torchrun"] = "python"  # python: the plain-PyTorch backend
     num_processes: Annotated[int, Field(ge=1)] = 1  # processes the launcher starts (GPUs, or CPU ranks)
