@@ -260,9 +260,10 @@ def set_params(repo: Path, overrides: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def copy_repo(src: Path, dst: Path, params: dict[str, Any] | None = None) -> None:
-    """Copy the files git would see (tracked + untracked, not ignored) and make `dst` a git repo
-    whose first commit has `params` (dotted keys) set in params.yaml."""
+def copy_repo(src: Path, dst: Path, params: dict[str, Any] | None = None, exclude: tuple[str, ...] = ()) -> None:
+    """Copy the files git would see (tracked + untracked, not ignored; none starting with an
+    `exclude` prefix) and make `dst` a git repo whose first commit has `params` (dotted keys)
+    set in params.yaml."""
     files = (
         subprocess.run(
             ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -275,7 +276,7 @@ def copy_repo(src: Path, dst: Path, params: dict[str, Any] | None = None) -> Non
     )
     for rel in filter(None, files):
         path = src / rel
-        if path.is_file() and not path.is_symlink():
+        if path.is_file() and not path.is_symlink() and not rel.startswith(exclude):
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dst / rel)
     if params:

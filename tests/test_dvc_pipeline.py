@@ -9,53 +9,34 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from realsr_r1.data.shards import read_samples
 from tests.conftest import REPO, SKIMAGE_DATA
+from tests.servers import copy_repo, set_params
 
 pytestmark = pytest.mark.slow
 
 
-def copy_repo(dest: Path) -> Path:
-    """Tracked files plus untracked-but-not-ignored ones (a working tree as a fresh clone sees it)."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
-    ).stdout.decode().split("\0")
-    for name in filter(None, files):
-        src = REPO / name
-        if src.is_file() and not name.startswith("dvc.lock") and not name.startswith("metrics/"):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run(["git", "commit", "-qm", "copy"], cwd=dest, check=True, env=env)
+def fresh_copy(dest: Path) -> Path:
+    """The working tree as a fresh clone sees it, without the committed lock and metrics."""
+    copy_repo(REPO, dest, exclude=("dvc.lock", "metrics/"))
     return dest
 
 
 def dvc(repo: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    run = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, capture_output=True, text=True, env=env)
+    run = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     return run.stdout
 
 
-def set_params(repo: Path, **sections: dict) -> None:
-    path = repo / "params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
 def test_repro_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
-    repo = copy_repo(tmp_path / "repo")
+    repo = fresh_copy(tmp_path / "repo")
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("astronaut.png", "coffee.png"):
         shutil.copy(SKIMAGE_DATA / name, photos / name)
-    set_params(repo, data={"source": str(photos)}, prepare={"crops_per_image": 1}, synthesize={"per_image": 1})
+    set_params(repo, {"data.source": str(photos), "prepare.crops_per_image": 1, "synthesize.per_image": 1})
 
     first = dvc(repo, "repro", "synthesize")
     assert "Running stage 'prepare'" in first and "Running stage 'synthesize'" in first
@@ -77,15 +58,15 @@ def test_repro_caches_and_reruns_only_what_changed(tmp_path: Path) -> None:
     assert sources == {"astronaut.png", "coffee.png", "chelsea.png"}
 
     # a synthesize-only param re-runs synthesize alone
-    set_params(repo, synthesize={"per_image": 2})
+    set_params(repo, {"synthesize.per_image": 2})
     fourth = dvc(repo, "repro", "synthesize")
     assert "Running stage 'synthesize'" in fourth and "Running stage 'prepare'" not in fourth
 
 
 def test_bad_params_stop_dvc_with_the_key(tmp_path: Path) -> None:
-    repo = copy_repo(tmp_path / "repo")
-    set_params(repo, prepare={"gt_size": 60})
+    repo = fresh_copy(tmp_path / "repo")
+    set_params(repo, {"prepare.gt_size": 60})
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    run = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "prepare"], cwd=repo, capture_output=True, text=True, env=env)
+    run = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "prepare"], cwd=repo, capture_output=True, text=True, env=env, check=False)
     assert run.returncode != 0
     assert "prepare.gt_size" in run.stdout + run.stderr
