@@ -112,12 +112,19 @@ def test_bad_files_are_one_line_each_and_the_rest_is_scored(tmp_path: Path, capl
     assert f"{bench / 'HR/small.png'}: HR 60x40 is not 4 x LR 16x12, not scored" in lines
     assert all(line in caplog.text for line in lines)
     # a method folder lacking an output: one more line, the other methods still scored
+    # or holding one of the wrong size
     (tmp_path / "other").mkdir()
-    methods = {"bicubic": bicubic_method, "other": folder_method(tmp_path / "other", b.problems)}
+    _save(tmp_path / "wrong/good.png", gt[:, :32])
+    methods = {
+        "bicubic": bicubic_method,
+        "other": folder_method(tmp_path / "other", b.problems),
+        "wrong": folder_method(tmp_path / "wrong", b.problems),
+    }
     result = evaluate(b, methods, 4, MetricSet(None), crop_border=4, progress=False)
     assert f"{tmp_path / 'other'}: no output for good, not scored" in result.problems
+    assert f"{tmp_path / 'wrong/good.png'}: 32x48, expected 64x48, not scored" in result.problems
     assert [r["method"] for r in result.rows] == ["bicubic"] and result.means["bicubic"]["psnr"] > 20
-    assert result.means["other"]["psnr"] is None
+    assert result.means["other"]["psnr"] is None and result.means["wrong"]["psnr"] is None
     # nothing usable at all: one clear error naming the folder
     (tmp_path / "empty").mkdir()
     with pytest.raises(BenchmarkError, match=r"empty: no photos .*expected LR/ and HR/"):
@@ -245,6 +252,13 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path: Path) -> None:
     for m in METRICS:
         assert f'data-metric="{m.name}"' in dom and f">{m.label} " in dom
     assert dom.count('class="skipped"') == len(DEEP) * len(METHODS)
+    # the best of each computed column is bold, in the row of the best method
+    means = json.loads((out / "metrics.json").read_text())["means"]
+    for metric, pick in (("psnr", max), ("gmsd", min), ("niqe", min)):
+        best = pick(METHODS, key=lambda m: means[m][metric])
+        row = re.search(rf'<tr data-method="{re.escape(best)}">(.*?)</tr>', dom).group(1)
+        cell = re.findall(r"<td[^>]*>(.*?)</td>", row)[[m.name for m in METRICS].index(metric)]
+        assert cell.startswith("<b>"), (metric, best, cell)
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)" data-natural="(\d+)x(\d+)">', dom)
     assert [i[0] for i in imgs] == ["astronaut", "coffee"] and dom.count("<img") == 2
     for name, data, w, h in imgs:  # the browser decoded each image, at the size of the sheet PNG

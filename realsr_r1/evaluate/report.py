@@ -28,7 +28,7 @@ def _panel(image: np.ndarray, label: str, height: int, width: int) -> Image.Imag
     pic = Image.fromarray(image).resize((width, height), Image.Resampling.NEAREST)
     canvas = Image.new("RGB", (width, height + LABEL_H), "white")
     canvas.paste(pic, (0, LABEL_H))
-    ImageDraw.Draw(canvas).text((4, 4), label, fill="black", font=ImageFont.load_default())
+    ImageDraw.Draw(canvas).text((4, 3), label, fill="black", font=ImageFont.load_default(size=14))
     return canvas
 
 
