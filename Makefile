@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: pipeline test install bench clean remote-s3 run-outputs
+.PHONY: pipeline test install chromium bench clean remote-s3 run-outputs
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ $(BASICSR)/.installed: | $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --target $(BASICSR) basicsr==1.4.2
 	touch $@
 
-install: $(BIN)/.installed $(BASICSR)/.installed
+# Headless Chromium for the test that opens the evaluation report in a browser: Debian's package
+# when it is missing and apt-get is there; never fails the install (the test then says how).
+chromium:
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null 2>&1 || apt-get install -y chromium \
+		|| echo "note: could not install Chromium (run as root: apt-get install -y chromium); the report browser test will be skipped"
+
+install: $(BIN)/.installed $(BASICSR)/.installed chromium
 
 # The whole DAG on the embedded default; `ingest` always re-scans the source so new photos are
 # picked up, and unchanged inputs leave every downstream stage cached.

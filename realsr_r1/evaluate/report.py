@@ -1,0 +1,144 @@
+"""The evaluation's outputs: a self-contained HTML report (the paper's Table 1 layout, comparison
+sheets inlined as data URIs, so the one file can be mailed or published), the sheets as PNGs,
+the means as JSON and the per-image rows as CSV. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from realsr_r1.atomic import write_bytes, write_json, write_text
+from realsr_r1.data.images import encode_png
+from realsr_r1.evaluate.benchmark import Result, format_value
+from realsr_r1.evaluate.protocol import BY_NAME
+
+PANEL = 256  # longest side of a sheet panel, px
+LABEL_H = 22
+
+
+def _panel(image: np.ndarray, label: str, height: int, width: int) -> Image.Image:
+    """One labelled panel: the image resized to (width, height) (nearest, so pixels stay visible)."""
+    pic = Image.fromarray(image).resize((width, height), Image.Resampling.NEAREST)
+    canvas = Image.new("RGB", (width, height + LABEL_H), "white")
+    canvas.paste(pic, (0, LABEL_H))
+    ImageDraw.Draw(canvas).text((4, 3), label, fill="black", font=ImageFont.load_default(size=14))
+    return canvas
+
+
+def comparison_sheet(panels: list[tuple[str, np.ndarray]], panel: int = PANEL) -> np.ndarray:
+    """Side by side, each labelled: e.g. LR | bicubic | model | GT, all shown at one size."""
+    h, w = panels[-1][1].shape[:2]
+    f = panel / max(h, w)
+    ph, pw = max(1, round(h * f)), max(1, round(w * f))
+    gap = 4
+    sheet = Image.new("RGB", (len(panels) * (pw + gap) - gap, ph + LABEL_H), "white")
+    for i, (label, image) in enumerate(panels):
+        sheet.paste(_panel(image, label, ph, pw), (i * (pw + gap), 0))
+    return np.asarray(sheet)
+
+
+def sheets(result: Result, lrs: dict[str, np.ndarray], hrs: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+    """One sheet per photo scored by every method: LR | each method | GT (when there is one)."""
+    out = {}
+    for name, lr in lrs.items():
+        if not all(name in result.outputs.get(m, {}) for m in result.methods):
+            continue
+        panels = [("LR", lr), *((m, result.outputs[m][name]) for m in result.methods)]
+        if hrs.get(name) is not None:
+            panels.append(("GT", hrs[name]))
+        out[name] = comparison_sheet(panels)
+    return out
+
+
+def _data_uri(image: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(encode_png(image)).decode("ascii")
+
+
+def _best(result: Result, metric: str) -> float | None:
+    values = [v for m in result.methods if (v := result.means[m].get(metric)) is not None]
+    if not values:
+        return None
+    return max(values) if BY_NAME[metric].higher_better else min(values)
+
+
+def table_html(result: Result) -> str:
+    """Methods as rows, metrics as columns with their arrow, the best of each column in bold."""
+    head = "".join(
+        f'<th data-metric="{k}">{html.escape(BY_NAME[k].label)} {"&uarr;" if BY_NAME[k].higher_better else "&darr;"}</th>'
+        for k in result.metrics
+    )
+    rows = []
+    for method in result.methods:
+        cells = []
+        for k in result.metrics:
+            v = result.means[method].get(k)
+            if k in result.skipped:
+                cells.append(f'<td class="skipped" title="{html.escape(result.skipped[k])}">skipped</td>')
+            elif v is None:
+                cells.append("<td>-</td>")
+            else:
+                text = format_value(k, v)
+                best = len(result.methods) > 1 and format_value(k, _best(result, k)) == text
+                cells.append(f"<td><b>{text}</b></td>" if best else f"<td>{text}</td>")
+        rows.append(f'<tr data-method="{html.escape(method)}"><th>{html.escape(method)}</th>{"".join(cells)}</tr>')
+    return f'<table id="metrics"><thead><tr><th>method</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def report_html(result: Result, sheet_images: dict[str, np.ndarray], title: str = "RealSR-R1 evaluation") -> str:
+    """The whole report as one HTML string: no external file, stylesheet or script."""
+    skipped = "".join(f"<li><b>{html.escape(BY_NAME[k].label)}</b>: {html.escape(v)}</li>" for k, v in result.skipped.items())
+    problems = "".join(f"<li>{html.escape(p)}</li>" for p in result.problems)
+    figures = "".join(
+        f'<figure><img alt="{html.escape(name)}" src="{_data_uri(img)}"><figcaption>{html.escape(name)}</figcaption></figure>'
+        for name, img in sheet_images.items()
+    )
+    kind = "paired (LR and HR)" if result.paired else "LR only: no-reference metrics"
+    images = len({r["image"] for r in result.rows})
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border-bottom: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
+thead th {{ border-bottom: 2px solid #333; }} tbody th {{ text-align: left; }}
+td.skipped {{ color: #999; font-style: italic; }}
+figure {{ margin: 1em 0; }} img {{ image-rendering: pixelated; max-width: 100%; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Benchmark <code>{html.escape(result.benchmark)}</code>, {kind}, {images} images. PSNR and SSIM on Y
+(BT.601), {result.crop_border} px cropped at each edge. &uarr; higher is better, &darr; lower; best in bold.</p>
+{table_html(result)}
+{f"<h2>Skipped metrics</h2><ul id='skipped'>{skipped}</ul>" if skipped else ""}
+{f"<h2>Not scored</h2><ul id='problems'>{problems}</ul>" if problems else ""}
+<h2>Comparison sheets</h2>
+{figures}
+</body></html>
+"""
+
+
+def write_report(result: Result, out: str | Path, lrs: dict[str, np.ndarray], hrs: dict[str, np.ndarray | None]) -> list[Path]:
+    """metrics.json, per_image.csv, sheets/<photo>.png and report.html under `out`; returns the paths."""
+    out = Path(out)
+    sheet_images = sheets(result, lrs, hrs)
+    written = [out / "metrics.json", out / "per_image.csv", out / "report.html"]
+    write_json(written[0], result.as_dict())
+    buf = io.StringIO()
+    per_image = [k for k in result.metrics if not BY_NAME[k].per_set]
+    writer = csv.writer(buf)
+    writer.writerow(["method", "image", *per_image])
+    for row in result.rows:  # skipped: "skipped"; not scored for this image: empty
+        cells = ["skipped" if k in result.skipped else "" if row.get(k) is None else repr(row[k]) for k in per_image]
+        writer.writerow([row["method"], row["image"], *cells])
+    write_text(written[1], buf.getvalue())
+    write_text(written[2], report_html(result, sheet_images))
+    for name, img in sheet_images.items():
+        write_bytes(out / "sheets" / f"{name}.png", encode_png(img))
+        written.append(out / "sheets" / f"{name}.png")
+    return written

@@ -1,0 +1,270 @@
+"""The evaluation: PSNR/SSIM-Y with a crop border against NumPy/scikit-image, bad benchmark files as
+one line each, skipped metrics never 0, and `realsr evaluate`'s report opened in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import logging
+import re
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import yaml
+from PIL import Image
+from skimage.metrics import structural_similarity
+from typer.testing import CliRunner
+
+from realsr_r1.cli import app
+from realsr_r1.evaluate.benchmark import (
+    BenchmarkError,
+    bicubic_method,
+    evaluate,
+    folder_method,
+    load_benchmark,
+    table_rows,
+)
+from realsr_r1.evaluate.protocol import METRICS, MetricSet, psnr_ssim_y
+from realsr_r1.tokenizers.factory import save_image_tokenizer
+from realsr_r1.unseen import bicubic_upscale
+from tests.conftest import REPO
+
+runner = CliRunner()
+CHROMIUM = Path("/usr/bin/chromium")
+INSTALL_CHROMIUM = "apt-get install -y chromium"
+DEEP = [m.name for m in METRICS if m.weights]
+
+
+def gt_and_lr(name: str, box: tuple[int, int, int, int], scale: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A crop of a scikit-image photo (y, x, h, w) and its area-downscaled LR."""
+    y, x, h, w = box
+    gt = np.ascontiguousarray(getattr(skimage.data, name)()[y : y + h, x : x + w])
+    return gt, cv2.resize(gt, (w // scale, h // scale), interpolation=cv2.INTER_AREA)
+
+
+def y_bt601(img: np.ndarray, rounded: bool) -> np.ndarray:
+    """BT.601 luma in [16, 235] of uint8 RGB (MATLAB's rgb2ycbcr; `rounded` as for uint8 input)."""
+    r, g, b = (img[..., i].astype(np.float64) for i in range(3))
+    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+    return np.round(y) if rounded else y
+
+
+def test_psnr_ssim_y_with_crop_border_match_numpy_and_skimage() -> None:
+    gt, lr = gt_and_lr("coffee", (100, 200, 96, 128))
+    pred = bicubic_upscale(lr, gt.shape[:2])
+    psnr, ssim = psnr_ssim_y(pred, gt, crop_border=4)
+    c = slice(4, -4)
+    # PSNR on the unrounded Y (BasicSR's convention); pyiqa computes it in float32: 1e-3 dB
+    a, b = y_bt601(pred, False)[c, c], y_bt601(gt, False)[c, c]
+    assert psnr == pytest.approx(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)), abs=1e-3)
+    # SSIM: pyiqa rounds Y to integers at data range 255 (MATLAB's uint8 rgb2ycbcr), so the
+    # reference rounds too; unrounded the two differ by ~2e-3 on this crop
+    a, b = y_bt601(pred, True)[c, c], y_bt601(gt, True)[c, c]
+    standard = structural_similarity(a, b, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ssim == pytest.approx(standard, abs=1e-3)
+
+
+def test_crop_border_drops_the_edges_only() -> None:
+    gt, lr = gt_and_lr("astronaut", (0, 100, 64, 64))
+    pred = bicubic_upscale(lr, gt.shape[:2])
+    edged = pred.copy()
+    edged[:4], edged[-4:], edged[:, :4], edged[:, -4:] = 0, 255, 0, 255
+    assert psnr_ssim_y(edged, gt, 4) == pytest.approx(psnr_ssim_y(pred, gt, 4), abs=1e-9)
+    assert psnr_ssim_y(edged, gt, 0)[0] < psnr_ssim_y(pred, gt, 0)[0] - 1.0
+    inner = pred.copy()
+    inner[4:8, 4:8] = 255 - inner[4:8, 4:8]
+    assert psnr_ssim_y(inner, gt, 4)[0] < psnr_ssim_y(pred, gt, 4)[0]
+    with pytest.raises(ValueError, match="crop border 32 leaves nothing of a 64x64 image"):
+        psnr_ssim_y(pred, gt, 32)
+
+
+def _save(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def test_bad_files_are_one_line_each_and_the_rest_is_scored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    bench = tmp_path / "bench"
+    gt, lr = gt_and_lr("coffee", (100, 200, 48, 64))
+    _save(bench / "LR/good.png", lr)
+    _save(bench / "HR/good.png", gt)
+    _save(bench / "LR/lonely.png", lr)  # no HR
+    _save(bench / "HR/orphan.png", gt)  # no LR
+    (bench / "LR/broken.png").write_bytes(b"not a png")
+    _save(bench / "HR/broken.png", gt)
+    _save(bench / "LR/small.png", lr)
+    _save(bench / "HR/small.png", gt[:40, :60])  # HR != 4 x LR
+    with caplog.at_level(logging.WARNING, logger="realsr_r1"):
+        b = load_benchmark(bench, 4)
+    assert [p.name for p in b.pairs] == ["good"] and b.paired
+    lines = b.problems
+    assert len(lines) == 4 and all("\n" not in line and line.endswith("not scored") for line in lines)
+    assert f"{bench / 'HR/orphan.png'}: no LR/orphan.*" in lines[0]
+    assert any(line.startswith(f"{bench / 'LR/lonely.png'}: no HR/lonely.*") for line in lines)
+    assert any(line.startswith(f"{bench / 'LR/broken.png'}: unreadable") for line in lines)
+    assert f"{bench / 'HR/small.png'}: HR 60x40 is not 4 x LR 16x12, not scored" in lines
+    assert all(line in caplog.text for line in lines)
+    # a method folder lacking an output: one more line, the other methods still scored
+    # or holding one of the wrong size
+    (tmp_path / "other").mkdir()
+    _save(tmp_path / "wrong/good.png", gt[:, :32])
+    methods = {
+        "bicubic": bicubic_method,
+        "other": folder_method(tmp_path / "other", b.problems),
+        "wrong": folder_method(tmp_path / "wrong", b.problems),
+    }
+    result = evaluate(b, methods, 4, MetricSet(None), crop_border=4, progress=False)
+    assert f"{tmp_path / 'other'}: no output for good, not scored" in result.problems
+    assert f"{tmp_path / 'wrong/good.png'}: 32x48, expected 64x48, not scored" in result.problems
+    assert [r["method"] for r in result.rows] == ["bicubic"] and result.means["bicubic"]["psnr"] > 20
+    assert result.means["other"]["psnr"] is None and result.means["wrong"]["psnr"] is None
+    # nothing usable at all: one clear error naming the folder
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BenchmarkError, match=r"empty: no photos .*expected LR/ and HR/"):
+        load_benchmark(tmp_path / "empty", 4)
+
+
+def test_skipped_metrics_are_none_and_marked_never_zero(tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    from pyiqa.utils import download_util
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub.get_dir())
+    monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", download_util.DEFAULT_CACHE_DIR)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    weights = tmp_path / "weights"
+    musiq = weights / "pyiqa/musiq_koniq_ckpt-e95806b9.pth"
+    musiq.parent.mkdir(parents=True)
+    musiq.write_bytes(b"not a checkpoint")  # present, but does not load
+    with caplog.at_level(logging.WARNING, logger="realsr_r1"):
+        metrics = MetricSet(weights)
+    assert set(metrics.skipped) == set(DEEP) - {"musiq"}
+    assert "lacks pyiqa/LPIPS_v0.1_alex-df73285e.pth, checkpoints/alexnet-owt-7be5be79.pth" in metrics.skipped["lpips"]
+    gt, lr = gt_and_lr("astronaut", (0, 100, 64, 64))
+    _save(tmp_path / "bench/LR/a.png", lr)
+    _save(tmp_path / "bench/HR/a.png", gt)
+    with caplog.at_level(logging.WARNING, logger="realsr_r1"):
+        result = evaluate(load_benchmark(tmp_path / "bench", 4), {"bicubic": bicubic_method}, 4, metrics, progress=False)
+    assert set(result.skipped) == set(DEEP)
+    assert result.skipped["musiq"].startswith(f"failed to load from {weights}")
+    for name in DEEP:  # one warning each, value None (JSON null), "skipped" in the table
+        assert caplog.text.count(f"{next(m.label for m in METRICS if m.name == name)} skipped:") == 1
+        assert result.means["bicubic"][name] is None and name not in result.rows[0]
+    _, row = table_rows(result)
+    for name in DEEP:
+        assert row[1 + result.metrics.index(name)] == "skipped"
+    assert row[1 + result.metrics.index("niqe")] not in ("skipped", "-")
+    assert "MS-SSIM needs both sides >= 161 px: not scored for a" in result.problems  # 64 px: not scored, not 0
+    assert result.means["bicubic"]["ms_ssim"] is None
+    # LR only: no full-reference metric at all
+    lr_only = evaluate(load_benchmark(tmp_path / "bench/LR", 4), {"bicubic": bicubic_method}, 4, MetricSet(None), progress=False)
+    assert not lr_only.paired and lr_only.metrics == ["niqe", "piqe", "musiq", "maniqa", "clipiqa", "topiq"]
+
+
+# ----------------------------------------------------------------- the CLI and its report in a browser
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> tuple[Path, Path, str]:
+    """`realsr evaluate` of a tiny untrained policy, bicubic and a nearest-neighbour folder on two real photos."""
+    root = tmp_path_factory.mktemp("evaluate")
+    _, image_tok, text_tok = tiny_parts
+    save_image_tokenizer(image_tok, root / "tokenizer/image")
+    text_tok.save_pretrained(root / "tokenizer/text")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["policy"].update(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64)
+    params["rollout"].update(max_text_tokens=4)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    res = runner.invoke(app, ["init-policy", "--tokenizer", str(root / "tokenizer"), "-o", str(root / "policy"), "--params", str(root / "params.yaml")])
+    assert res.exit_code == 0, res.output
+    for name, box in (("astronaut", (0, 120, 96, 128)), ("coffee", (100, 200, 96, 128))):
+        gt, lr = gt_and_lr(name, box)
+        _save(root / f"bench/LR/{name}.png", lr)
+        _save(root / f"bench/HR/{name}.png", gt)
+        _save(root / f"nearest/{name}.png", cv2.resize(lr, gt.shape[1::-1], interpolation=cv2.INTER_NEAREST))
+    res = runner.invoke(
+        app,
+        ["evaluate", "--benchmark", str(root / "bench"), "--model", str(root / "policy"), "--method", f"nearest={root / 'nearest'}",
+         "-o", str(root / "out"), "--params", str(root / "params.yaml"), "--decode", "both", "--device", "cpu"],
+    )
+    assert res.exit_code == 0, res.output
+    return root, root / "out", res.output
+
+
+METHODS = ("bicubic", "policy (expected)", "policy (sampled)", "nearest")
+
+
+def test_evaluate_cli_prints_the_table_and_writes_every_output(evaluated) -> None:
+    _, out, output = evaluated
+    assert "2 photos, paired; methods: bicubic, policy (expected), policy (sampled), nearest" in output
+    assert re.search(r"method\s+PSNR ↑\s+SSIM ↑\s+MS-SSIM ↑\s+GMSD ↓\s+LPIPS ↓", output, re.MULTILINE)
+    assert re.search(r"^nearest\s+\d+\.\d\d\s+0\.\d{4}\s+-\s+0\.\d{4}\s+skipped", output, re.MULTILINE)
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["methods"] == list(METHODS) and report["images"] == 2 and report["crop_border"] == 4
+    assert all(report["means"][m]["lpips"] is None for m in METHODS)
+    rows = list(csv.DictReader(io.StringIO((out / "per_image.csv").read_text())))
+    assert len(rows) == 8 and {r["lpips"] for r in rows} == {"skipped"} and all(float(r["psnr"]) > 5 for r in rows)
+    sheet = Image.open(out / "sheets/astronaut.png")
+    assert sheet.size == (6 * 256 + 5 * 4, 192 + 22)  # LR | 4 methods | GT, 256 px wide each
+
+
+def test_evaluate_without_a_trained_checkpoint_says_how_to_get_one(evaluated, tmp_path: Path, monkeypatch) -> None:
+    root, _, _ = evaluated
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["evaluate", "--benchmark", str(root / "bench")])
+    assert res.exit_code == 2
+    assert res.output.strip() == (
+        "error: no trained checkpoint: neither models/grpo nor models/sft holds one; "
+        "train one with `dvc repro sft` (or `make pipeline`), or pass --model DIR"
+    )
+
+
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  for (const img of document.images) {
+    img.setAttribute("data-natural", img.naturalWidth + "x" + img.naturalHeight);
+  }
+  document.body.setAttribute("data-probed", "yes");
+});
+</script></body>"""
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=60, check=True)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Chromium: {INSTALL_CHROMIUM}")
+def test_report_renders_in_headless_chromium(evaluated, tmp_path: Path) -> None:
+    _, out, _ = evaluated
+    page = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # nothing outside the file
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", _PROBE))
+    dom = _chromium(tmp_path, "--dump-dom", probed.as_uri()).stdout
+    assert 'data-probed="yes"' in dom
+    for method in METHODS:
+        assert f'<tr data-method="{method}">' in dom
+    for m in METRICS:
+        assert f'data-metric="{m.name}"' in dom and f">{m.label} " in dom
+    assert dom.count('class="skipped"') == len(DEEP) * len(METHODS)
+    # the best of each computed column is bold, in the row of the best method
+    means = json.loads((out / "metrics.json").read_text())["means"]
+    for metric, pick in (("psnr", max), ("gmsd", min), ("niqe", min)):
+        best = pick(METHODS, key=lambda m: means[m][metric])
+        row = re.search(rf'<tr data-method="{re.escape(best)}">(.*?)</tr>', dom).group(1)
+        cell = re.findall(r"<td[^>]*>(.*?)</td>", row)[[m.name for m in METRICS].index(metric)]
+        assert cell.startswith("<b>"), (metric, best, cell)
+    imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)" data-natural="(\d+)x(\d+)">', dom)
+    assert [i[0] for i in imgs] == ["astronaut", "coffee"] and dom.count("<img") == 2
+    for name, data, w, h in imgs:  # the browser decoded each image, at the size of the sheet PNG
+        assert Image.open(io.BytesIO(base64.b64decode(data))).size == (int(w), int(h)) == Image.open(out / f"sheets/{name}.png").size
+    shot = tmp_path / "shot.png"
+    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1600,1200", (out / "report.html").as_uri())
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (1200, 1600) and pixels.std() > 10  # a rendered page, not a blank one
+
