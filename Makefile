@@ -23,7 +23,8 @@ $(BASICSR)/.installed: | $(BIN)/.installed
 # Headless Chromium for the test that opens the evaluation report in a browser: Debian's package
 # when it is missing and apt-get is there; never fails the install (the test then says how).
 chromium:
-	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null 2>&1 || apt-get install -y chromium \
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null 2>&1 || apt-get install -y -q chromium \
+		|| (apt-get update -q && apt-get install -y -q chromium) \
 		|| echo "note: could not install Chromium (run as root: apt-get install -y chromium); the report browser test will be skipped"
 
 install: $(BIN)/.installed $(BASICSR)/.installed chromium
