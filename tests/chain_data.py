@@ -98,3 +98,27 @@ def tiny_policy_config(**changes):
 
     base = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 64}
     return TinyPolicyConfig(**{**base, **changes})
+
+
+def tiny_policy_checkpoint(root, tiny_parts, max_text_tokens: int):
+    """A tiny untrained policy saved by `realsr init-policy` under `root` from the shared tokenizers,
+    with the params file it was built from: (policy dir, params.yaml path)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from realsr_r1.cli import app
+    from realsr_r1.tokenizers.factory import save_image_tokenizer
+    from tests.conftest import REPO
+
+    _, image_tok, text_tok = tiny_parts
+    save_image_tokenizer(image_tok, root / "tokenizer/image")
+    text_tok.save_pretrained(root / "tokenizer/text")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["policy"].update(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64)
+    params["rollout"].update(max_text_tokens=max_text_tokens)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    args = ["init-policy", "--tokenizer", str(root / "tokenizer"), "-o", str(root / "policy"), "--params", str(root / "params.yaml")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "M parameters" in res.output
+    return root / "policy", root / "params.yaml"

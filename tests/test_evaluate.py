@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-import yaml
 from PIL import Image
 from skimage.metrics import structural_similarity
 from typer.testing import CliRunner
@@ -32,9 +31,8 @@ from realsr_r1.evaluate.benchmark import (
     table_rows,
 )
 from realsr_r1.evaluate.protocol import METRICS, MetricSet, psnr_ssim_y
-from realsr_r1.tokenizers.factory import save_image_tokenizer
 from realsr_r1.unseen import bicubic_upscale
-from tests.conftest import REPO
+from tests.chain_data import tiny_policy_checkpoint
 
 runner = CliRunner()
 CHROMIUM = Path("/usr/bin/chromium")
@@ -171,15 +169,7 @@ def test_skipped_metrics_are_none_and_marked_never_zero(tmp_path: Path, caplog: 
 def evaluated(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> tuple[Path, Path, str]:
     """`realsr evaluate` of a tiny untrained policy, bicubic and a nearest-neighbour folder on two real photos."""
     root = tmp_path_factory.mktemp("evaluate")
-    _, image_tok, text_tok = tiny_parts
-    save_image_tokenizer(image_tok, root / "tokenizer/image")
-    text_tok.save_pretrained(root / "tokenizer/text")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["policy"].update(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64)
-    params["rollout"].update(max_text_tokens=4)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    res = runner.invoke(app, ["init-policy", "--tokenizer", str(root / "tokenizer"), "-o", str(root / "policy"), "--params", str(root / "params.yaml")])
-    assert res.exit_code == 0, res.output
+    tiny_policy_checkpoint(root, tiny_parts, max_text_tokens=4)
     for name, box in (("astronaut", (0, 120, 96, 128)), ("coffee", (100, 200, 96, 128))):
         gt, lr = gt_and_lr(name, box)
         _save(root / f"bench/LR/{name}.png", lr)

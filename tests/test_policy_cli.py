@@ -17,26 +17,14 @@ from typer.testing import CliRunner
 from realsr_r1.cli import app
 from realsr_r1.policy.record import TrainingRecord, write_record
 from realsr_r1.policy.upscale import feather, tile_origins
-from realsr_r1.tokenizers.factory import save_image_tokenizer
-from tests.conftest import REPO
+from tests.chain_data import tiny_policy_checkpoint
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("cli")
-    _, image_tok, text_tok = tiny_parts
-    save_image_tokenizer(image_tok, root / "tokenizer/image")
-    text_tok.save_pretrained(root / "tokenizer/text")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["policy"].update(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64)
-    params["rollout"].update(max_text_tokens=6)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    res = runner.invoke(app, ["init-policy", "--tokenizer", str(root / "tokenizer"), "-o", str(root / "policy"), "--params", str(root / "params.yaml")])
-    assert res.exit_code == 0, res.output
-    assert "M parameters" in res.output
-    return root / "policy", root / "params.yaml"
+    return tiny_policy_checkpoint(tmp_path_factory.mktemp("cli"), tiny_parts, max_text_tokens=6)
 
 
 def test_upscale_rgba_photo_writes_4x_rgb_and_steps(checkpoint, tmp_path: Path) -> None:
