@@ -169,3 +169,18 @@ def test_unseen_scores_model_and_bicubic_on_y(checkpoint, tmp_path: Path) -> Non
 
     res = runner.invoke(app, ["unseen", str(tmp_path / "nowhere"), "--model", str(model), "--params", str(tmp_path / "p.yaml")])
     assert res.exit_code == 2 and "nowhere: no such folder" in res.output
+
+
+def test_upscale_without_model_takes_the_newest_trained_checkpoint_or_says_how(checkpoint, tmp_path: Path, monkeypatch) -> None:
+    """No --model: models/grpo, else models/sft; neither there: one line naming how to get one."""
+    model, params = checkpoint
+    photo = tmp_path / "cat.png"
+    Image.fromarray(skimage.data.chelsea()).resize((16, 16)).save(photo)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["upscale", str(photo), "-o", "out.png", "--params", str(params)])
+    assert res.exit_code == 2 and "no trained checkpoint" in res.output and "dvc repro sft" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    shutil.copytree(model, tmp_path / "models/sft")
+    res = runner.invoke(app, ["upscale", str(photo), "-o", "out.png", "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out.png").is_file() and "models/sft" in res.output  # the untrained note names it

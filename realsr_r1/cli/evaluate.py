@@ -8,20 +8,7 @@ from typing import Annotated
 import typer
 
 from realsr_r1.cli.app import app, one_line_errors
-from realsr_r1.cli.policy import ParamsOption, _params
-
-TRAINED = (Path("models/grpo"), Path("models/sft"))  # newest stage first
-
-
-def default_model(candidates: tuple[Path, ...] = TRAINED) -> Path:
-    """The newest trained checkpoint of the pipeline, or one line saying how to get one."""
-    for path in candidates:
-        if (path / "policy.json").is_file():
-            return path
-    raise FileNotFoundError(
-        f"no trained checkpoint: neither {' nor '.join(str(p) for p in candidates)} holds one; "
-        "train one with `dvc repro sft` (or `make pipeline`), or pass --model DIR"
-    )
+from realsr_r1.cli.policy import ParamsOption, _params, default_model
 
 
 def parse_methods(specs: list[str]) -> dict[str, Path]:

@@ -23,6 +23,20 @@ def _params(path: Path | None) -> Params:
     return load_params(path) if path else parse_params({}, "defaults")
 
 
+TRAINED = (Path("models/grpo"), Path("models/sft"))  # newest stage first
+
+
+def default_model(candidates: tuple[Path, ...] = TRAINED) -> Path:
+    """The newest trained checkpoint of the pipeline, or one line saying how to get one."""
+    for path in candidates:
+        if (path / "policy.json").is_file():
+            return path
+    raise FileNotFoundError(
+        f"no trained checkpoint: neither {' nor '.join(str(p) for p in candidates)} holds one; "
+        "train one with `dvc repro sft` (or `make pipeline`), or pass --model DIR"
+    )
+
+
 @app.command("init-policy")
 @one_line_errors("realsr_r1.config:ParamsError", "realsr_r1.tokenizers.image:TokenizerError", FileNotFoundError, ValueError)
 def init_policy(
@@ -72,7 +86,9 @@ def guard_notes(capped: int, unfinished: int, tiles: int, max_text_tokens: int |
 def upscale(
     image: Annotated[Path, typer.Argument(help="photo to upscale (any size; gray and RGBA are fine)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="output PNG")],
-    model: Annotated[Path, typer.Option("--model", help="policy checkpoint directory")] = Path("models/policy"),
+    model: Annotated[
+        Path | None, typer.Option("--model", help="policy checkpoint directory (default: models/grpo, else models/sft)")
+    ] = None,
     show_cot: Annotated[bool, typer.Option("--show-cot", help="print the degradation and understanding text")] = False,
     steps_dir: Annotated[Path | None, typer.Option("--steps-dir", help="also write the rough and middle images here")] = None,
     seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
@@ -92,6 +108,7 @@ def upscale(
     p = _params(params)
     where = resolve_device(device or p.rollout.device)
     photo = read_photo(image)
+    model = model or default_model()
     policy = load_policy(model, where)
     if policy.record is not None and not policy.record.trained:
         typer.echo(
@@ -135,7 +152,9 @@ def unseen(
     folder: Annotated[
         Path | None, typer.Argument(help="folder of photos (default: pyiqa's test photos, never in the bundled source)")
     ] = None,
-    model: Annotated[Path, typer.Option("--model", help="policy checkpoint directory")] = Path("models/sft"),
+    model: Annotated[
+        Path | None, typer.Option("--model", help="policy checkpoint directory (default: models/grpo, else models/sft)")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="degradation seed of the first photo (the next get seed + 1, ...)")] = 0,
     decode: Annotated[
         str | None, typer.Option("--decode", help="sample | expected (default: the model's image tokenizer setting)")
@@ -157,6 +176,7 @@ def unseen(
     if decode not in (None, "sample", "expected"):
         raise ValueError(f"--decode {decode!r}: expected sample or expected")
     photos = wheel_photos(UNSEEN_PHOTOS) if folder is None else folder_photos(folder, p.data.extensions)
+    model = model or default_model()
     policy = load_policy(model, resolve_device(device or p.rollout.device))
     if decode is not None:
         policy.image_tokenizer.config = replace(policy.image_tokenizer.config, decode=decode)
