@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from realsr_r1.policy.interface import TEACHER_FORCING, Policy, SequenceBatch, TokenScores
 from realsr_r1.train.backend import Backend
-from realsr_r1.train.checkpoint import Checkpoints, preserved_rng, rng_state, set_rng_state
-from realsr_r1.train.data import ShardStream, TrainSample, loader
+from realsr_r1.train.checkpoint import Checkpoints, preserved_rng
+from realsr_r1.train.data import ShardStream, TrainSample
+from realsr_r1.train.engine import TrainState, checkpoint, endless_batches, resume
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,6 @@ class SftConfig:
     eval_interval: int = 50
     early_eval_step: int = 50
     seed: int = 0
-
-
-@dataclass
-class TrainState:
-    """Everything besides the backend's state that a resumed run needs to continue identically."""
-
-    step: int = 0  # optimizer steps done
-    epoch: int = 0
-    batches_in_epoch: int = 0  # micro-batches of this epoch already trained on (the data position)
-    curve: list[dict[str, float]] = field(default_factory=list)  # one row per optimizer step
-    val_curve: list[dict[str, float]] = field(default_factory=list)
-    evals: dict[str, Any] = field(default_factory=dict)  # rollout evaluations by name ("early")
 
 
 def sft_loss(scores: TokenScores, text_weight: float, image_weight: float, z_loss: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -90,16 +79,6 @@ def val_losses(policy: Policy, batches: list[list[TrainSample]], cfg: SftConfig)
     return {k: v / max(1, len(batches)) for k, v in sums.items()}
 
 
-def _epoch_batches(stream: ShardStream, state: TrainState, cfg: SftConfig) -> Iterator[list[TrainSample]]:
-    """This epoch's micro-batches after the data position; the worker seeds come from their own
-    generator, not the global RNG, so creating the loader draws nothing the training uses."""
-    stream.set_epoch(state.epoch)
-    data = loader(stream, cfg.batch_size, cfg.workers, torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch))
-    for index, batch in enumerate(data):
-        if index >= state.batches_in_epoch:
-            yield batch
-
-
 def train_sft(
     policy: Policy,
     backend: Backend,
@@ -115,59 +94,47 @@ def train_sft(
     gather the weights); its result is kept in the state (and so in every later checkpoint). Each
     rank's RNG states (seeded with seed + rank on a fresh start) and data position are its own,
     saved and restored per rank, so the weights at the end do not depend on interruptions."""
-    state = TrainState()
-    resume = checkpoints.check(policy)
-    if resume is not None:
-        client = checkpoints.load(backend, resume)
-        state = TrainState(**client["state"])
-        set_rng_state(client["rng"])
-        log.info("resumed from %s (step %d, epoch %d, batch %d)", resume, state.step, state.epoch, state.batches_in_epoch)
-    else:
-        torch.manual_seed(cfg.seed + backend.rank)  # rank 0 of a plain run: the seed itself
+    state = resume(backend, policy, checkpoints, cfg.seed)
     policy.train()
     bar = tqdm(total=cfg.steps, initial=state.step, desc="sft", unit="step", disable=not backend.is_main, mininterval=1)
     tokens, started, parts_sum, micro = 0, time.perf_counter(), {}, 0
+    batches = endless_batches(stream, state, cfg.batch_size, cfg.workers, cfg.seed)
     while state.step < cfg.steps:
-        for samples in _epoch_batches(stream, state, cfg):
-            batch = teacher_batch(policy, samples)
-            with backend.autocast():
-                scores = policy.score(batch, TEACHER_FORCING)
-            loss, parts = sft_loss(scores, cfg.text_weight, cfg.image_weight, cfg.z_loss)
-            backend.backward(loss)
-            state.batches_in_epoch += 1
-            tokens += batch_tokens(batch)
-            micro += 1
-            for key, value in {"loss": loss.detach(), **parts}.items():
-                parts_sum[key] = parts_sum.get(key, 0.0) + float(value)
-            stepped = backend.step()
-            if stepped is None:
-                continue
-            state.step += 1
-            elapsed = time.perf_counter() - started
-            row = {"step": state.step, **{k: backend.all_reduce_mean(v / micro) for k, v in parts_sum.items()}, **stepped}
-            row["tokens_per_s"] = backend.all_reduce_mean(tokens / max(elapsed, 1e-9)) * backend.world_size
-            state.curve.append(row)
-            tokens, started, parts_sum, micro = 0, time.perf_counter(), {}, 0
-            bar.update(1)
-            bar.set_postfix(text=f"{row['text_loss']:.3f}", image=f"{row['image_loss']:.3f}", lr=f"{row['lr']:.1e}")
-            if state.step % cfg.eval_interval == 0 or state.step == cfg.steps:
-                with preserved_rng():
-                    val = val_losses(policy, val_batches, cfg)
-                state.val_curve.append({"step": state.step, **val})
-                log.info("step %d: val text %.4f image %.4f", state.step, val["text_loss"], val["image_loss"])
-            if evaluate is not None and state.step == min(cfg.early_eval_step, cfg.steps) and "early" not in state.evals:
-                with preserved_rng():
-                    state.evals["early"] = {"step": state.step, **evaluate(policy)}
-                policy.train()
-            if state.step % cfg.checkpoint_interval == 0 or state.step == cfg.steps:
-                client = {"state": vars(state).copy(), "rng": rng_state()}
-                checkpoints.save(backend, policy, state.step, client)
-            if state.step >= cfg.steps:
-                break
-            started = time.perf_counter()  # evaluation and checkpoint time are not training time
-        else:
-            state.epoch += 1
-            state.batches_in_epoch = 0
+        samples = next(batches)
+        batch = teacher_batch(policy, samples)
+        with backend.autocast():
+            scores = policy.score(batch, TEACHER_FORCING)
+        loss, parts = sft_loss(scores, cfg.text_weight, cfg.image_weight, cfg.z_loss)
+        backend.backward(loss)
+        tokens += batch_tokens(batch)
+        micro += 1
+        for key, value in {"loss": loss.detach(), **parts}.items():
+            parts_sum[key] = parts_sum.get(key, 0.0) + float(value)
+        stepped = backend.step()
+        if stepped is None:
+            continue
+        state.step += 1
+        elapsed = time.perf_counter() - started
+        row = {"step": state.step, **{k: backend.all_reduce_mean(v / micro) for k, v in parts_sum.items()}, **stepped}
+        row["tokens_per_s"] = backend.all_reduce_mean(tokens / max(elapsed, 1e-9)) * backend.world_size
+        state.curve.append(row)
+        tokens, started, parts_sum, micro = 0, time.perf_counter(), {}, 0
+        bar.update(1)
+        bar.set_postfix(text=f"{row['text_loss']:.3f}", image=f"{row['image_loss']:.3f}", lr=f"{row['lr']:.1e}")
+        if state.step % cfg.eval_interval == 0 or state.step == cfg.steps:
+            with preserved_rng():
+                val = val_losses(policy, val_batches, cfg)
+            state.val_curve.append({"step": state.step, **val})
+            log.info("step %d: val text %.4f image %.4f", state.step, val["text_loss"], val["image_loss"])
+        if evaluate is not None and state.step == min(cfg.early_eval_step, cfg.steps) and "early" not in state.evals:
+            with preserved_rng():
+                state.evals["early"] = {"step": state.step, **evaluate(policy)}
+            policy.train()
+        if state.step % cfg.checkpoint_interval == 0 or state.step == cfg.steps:
+            checkpoint(backend, policy, checkpoints, state)
+        if state.step >= cfg.steps:
+            break
+        started = time.perf_counter()  # evaluation and checkpoint time are not training time
     bar.close()
     policy.eval()
     return state

@@ -1,0 +1,185 @@
+"""How much of the degradation reward and of the PSNR over bicubic can any predictor that reads the
+LR photo get? Policy-independent reference points for the SFT targets, from the shards alone.
+
+    python examples/learnability.py [--shards data/shards] [--tokenizer models/tokenizer/image]
+
+Degradation: the best constant answer, a k-nearest-neighbour answer on LR image statistics, and
+one gradient-boosted classifier per slot of the description (kernel, resize, noise, JPEG of each
+stage and the final step) on the LR pixels and statistics, all scored with the reward itself.
+PSNR: ridge regression from each 6x6 LR window to the 8x8 residual over bicubic it sits under,
+and a logistic regression over the residual codebook decoded by its expectation (what the
+policy's expected decoding does), on the Y channel as the SFT evaluation scores it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+from tqdm import tqdm
+
+from realsr_r1.data.shards import ShardSample, read_samples
+from realsr_r1.degrade.describe import Item, _kernel_item, _resize_item, compression_severity, noise_severity
+from realsr_r1.quality import quality_y
+from realsr_r1.rewards.degradation import item_score
+from realsr_r1.tokenizers.factory import load_image_tokenizer
+from realsr_r1.tokenizers.image import bicubic, patchify, to_tensor, to_uint8, unpatchify
+
+
+def slots(draw: dict) -> dict[str, str]:
+    """The description's independent choices, one label each (`assemble` turns them back into items)."""
+    pad, size, out = draw["kernel_pad"], draw["gt_size"], {}
+    for name in ("stage1", "stage2"):
+        stage = draw[name]
+        out[f"{name}.blur"] = repr(_kernel_item(stage["blur"], pad)) if stage["blur"]["applied"] else "None"
+        out[f"{name}.resize"] = repr(_resize_item(size, stage["resize"]["size"]))
+        size = stage["resize"]["size"]
+        out[f"{name}.noise"] = noise_severity(draw["measured"][f"{name}_noise_std"])
+        out[f"{name}.jpeg"] = compression_severity(stage["jpeg"]["quality"])
+    final = draw["final"]
+    out["final.resize"] = repr(_resize_item(size, final["resize"]["size"]))
+    out["final.sinc"] = repr(_kernel_item(final["sinc"], pad)) if final["sinc"]["applied"] else "None"
+    out["final.jpeg"] = compression_severity(final["jpeg"]["quality"])
+    out["final.order"] = final["order"]
+    return out
+
+
+def assemble(s: dict[str, str]) -> list[Item]:
+    """Items in the order `describe` writes them."""
+    items: list[Item] = []
+    for name in ("stage1", "stage2"):
+        blur = eval(s[f"{name}.blur"])
+        items += ([blur] if blur else []) + eval(s[f"{name}.resize"])
+        items += [("noise", s[f"{name}.noise"]), ("compression", s[f"{name}.jpeg"])]
+    sinc = eval(s["final.sinc"])
+    resize = eval(s["final.resize"]) + ([sinc] if sinc else [])
+    jpeg = [("compression", s["final.jpeg"])]
+    return items + (resize + jpeg if s["final.order"] == "resize_then_jpeg" else jpeg + resize)
+
+
+def statistics(lr: np.ndarray) -> np.ndarray:
+    """(N, h, w, 3) in [0, 1] -> per-image noise / blur / chroma / blockiness statistics."""
+    lap = 4 * lr[:, 1:-1, 1:-1] - lr[:, :-2, 1:-1] - lr[:, 2:, 1:-1] - lr[:, 1:-1, :-2] - lr[:, 1:-1, 2:]
+    dx, chroma = np.diff(lr, axis=2), lr - lr.mean(-1, keepdims=True)
+    parts = [np.abs(dx).mean((1, 2)), np.abs(lap).mean((1, 2)), np.sqrt((lap**2).mean((1, 2))),
+             np.median(np.abs(lap), axis=(1, 2)), np.percentile(np.abs(lap), 90, axis=(1, 2)), lr.std((1, 2)),
+             np.abs(chroma).mean((1, 2)), np.abs(np.diff(chroma, axis=2)).mean((1, 2))]  # fmt: skip
+    return np.log(np.concatenate(parts, 1) + 1e-4)
+
+
+def best_answer(candidates: list[list[Item]], truths: list[list[Item]]) -> tuple[list[Item], float]:
+    means = [np.mean([item_score(c, t) for t in truths]) for c in candidates]
+    return candidates[int(np.argmax(means))], float(max(means))
+
+
+def degradation_bounds(train: list[ShardSample], val: list[ShardSample], rng: np.random.Generator) -> None:
+    ops_tr = [[tuple(o) for o in s.degradation["operations"]] for s in train]
+    ops_va = [[tuple(o) for o in s.degradation["operations"]] for s in val]
+    counts: dict[tuple, int] = {}
+    for o in ops_tr:
+        counts[tuple(o)] = counts.get(tuple(o), 0) + 1
+    frequent = list(max(counts, key=counts.get))
+    print(f"most frequent train answer: {np.mean([item_score(frequent, t) for t in ops_va]):.3f} on val")
+    fit = [ops_tr[i] for i in rng.choice(len(ops_tr), 500, replace=False)]
+    constant, _ = best_answer([list(c) for c in counts], fit)
+    print(
+        f"best constant answer (chosen on train): {np.mean([item_score(constant, t) for t in ops_va]):.3f} on val"
+    )
+
+    lr_tr = np.stack([s.lr for s in train]).astype(np.float32) / 255
+    lr_va = np.stack([s.lr for s in val]).astype(np.float32) / 255
+    f_tr, f_va = statistics(lr_tr), statistics(lr_va)
+    mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
+    f_tr, f_va = (f_tr - mu) / sd, (f_va - mu) / sd
+    picked = rng.choice(len(val), min(300, len(val)), replace=False)
+    knn = []
+    for i in tqdm(picked, desc="kNN answers", leave=False):
+        near = np.argsort(((f_tr - f_va[i]) ** 2).sum(1))[:200]
+        answer, _ = best_answer([ops_tr[j] for j in near[:60]] + [constant], [ops_tr[j] for j in near])
+        knn.append(item_score(answer, ops_va[i]))
+    print(f"kNN (200 neighbours on LR statistics): {np.mean(knn):.3f} on {len(picked)} val samples")
+
+    x_tr = np.concatenate([f_tr, lr_tr.reshape(len(lr_tr), -1)], 1)
+    x_va = np.concatenate([f_va, lr_va.reshape(len(lr_va), -1)], 1)
+    s_tr, s_va = [slots(s.degradation) for s in train], [slots(s.degradation) for s in val]
+    assert all(assemble(s) == o for s, o in zip(s_tr, ops_tr)), "slots() no longer mirrors describe()"
+    predicted: list[dict[str, str]] = [{} for _ in val]
+    for key in tqdm(s_tr[0], desc="per-slot classifiers", leave=False):
+        y = np.array([s[key] for s in s_tr])
+        for row, label in zip(
+            predicted, HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(x_tr, y).predict(x_va)
+        ):
+            row[key] = label
+        truth = np.array([s[key] for s in s_va])
+        labels, n = np.unique(y, return_counts=True)
+        print(
+            f"  {key:14s} accuracy {np.mean([p[key] for p in predicted] == truth):.2f} (majority {np.mean(truth == labels[n.argmax()]):.2f})"
+        )
+    score = np.mean([item_score(assemble(p), t) for p, t in zip(predicted, ops_va)])
+    print(f"per-slot gradient boosting on LR pixels + statistics: {score:.3f} on val")
+
+
+def windows(lr: torch.Tensor, f: int) -> np.ndarray:
+    """Per code cell of the x4 image: the LR pixels under it plus a one-cell ring, mean removed."""
+    cell = f // 4
+    padded = torch.nn.functional.pad(lr, (cell,) * 4, mode="replicate")
+    w = padded.unfold(2, 3 * cell, cell).unfold(3, 3 * cell, cell)  # N, 3, h, w, 3c, 3c
+    w = w.permute(0, 2, 3, 1, 4, 5).flatten(3).flatten(0, 2)
+    return (w - w.mean(1, keepdim=True)).numpy()
+
+
+def psnr_bounds(
+    train: list[ShardSample], val: list[ShardSample], tokenizer_dir: str, rng: np.random.Generator
+) -> None:
+    tok = load_image_tokenizer(tokenizer_dir)
+    f = tok.factor
+
+    def arrays(samples: list[ShardSample]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        lr, hr = to_tensor([s.lr for s in samples]), to_tensor([s.hr for s in samples])
+        residual = patchify(tok.target(hr, lr), f)  # N, h, w, 3*f*f
+        return lr, residual, windows(lr, f)
+
+    _, res_tr, x_tr = arrays(train)
+    lr_va, res_va, x_va = arrays(val)
+    gts = [s.hr for s in val]
+    size = tuple(val[0].hr.shape[:2])
+
+    def psnr(residual: torch.Tensor) -> float:
+        return quality_y(list(to_uint8((bicubic(lr_va, size) + residual).clamp(0, 1))), gts)[0]
+
+    print(f"bicubic: {psnr(torch.zeros(len(val), 3, *size)):.2f} dB PSNR-Y on {len(val)} val samples")
+    y_tr = res_tr.flatten(0, 2).numpy()
+    pred = Ridge(alpha=1.0).fit(x_tr, y_tr).predict(x_va)
+    print(
+        f"ridge, 3x3-cell LR window -> residual: {psnr(unpatchify(torch.from_numpy(pred).float().view(res_va.shape), f)):.2f} dB"
+    )
+    codes = tok.encode_target(unpatchify(res_tr, f)).flatten().numpy()
+    fit = rng.choice(len(codes), min(60_000, len(codes)), replace=False)
+    clf = LogisticRegression(max_iter=200).fit(x_tr[fit], codes[fit])
+    probs = np.zeros((len(x_va), tok.codebook_size), np.float32)
+    probs[:, clf.classes_] = clf.predict_proba(x_va)
+    expected = tok.decode_target_expected(torch.from_numpy(probs).view(*res_va.shape[:3], -1))
+    print(f"logistic over the {tok.codebook_size} codes, expected decoding: {psnr(expected):.2f} dB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shards", default="data/shards")
+    ap.add_argument("--tokenizer", default="models/tokenizer/image")
+    ap.add_argument("--val-samples", type=int, default=512, help="val samples scored (random, seeded)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    train = list(tqdm(read_samples(f"{args.shards}/train"), desc="train shards", leave=False))
+    val = list(tqdm(read_samples(f"{args.shards}/val"), desc="val shards", leave=False))
+    val = [val[i] for i in sorted(rng.choice(len(val), min(args.val_samples, len(val)), replace=False))]
+    print(f"{len(train)} train / {len(val)} val samples, LR {train[0].lr.shape[1]}x{train[0].lr.shape[0]}")
+    degradation_bounds(train, val, rng)
+    psnr_bounds(train, val, args.tokenizer, rng)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""GRPO: the loss against a straightforward per-token computation of the DeepSeekMath formula,
+group advantages, zero gradient from zero-advantage groups, and a toy bandit a tiny policy learns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+import torch
+
+from realsr_r1.policy.interface import Sampling
+from realsr_r1.policy.tiny import TinyPolicy
+from realsr_r1.rewards.scoring import RewardBatch
+from realsr_r1.tokenizers.image import to_uint8
+from realsr_r1.train.backend import OptimConfig, build_backend
+from realsr_r1.train.grpo import GrpoConfig, LossConfig, collect, group_advantages, grpo_loss, update
+from tests.chain_data import tiny_policy_config
+
+
+def reference_loss(lp, old, adv, text, image, cfg: LossConfig, ref=None) -> float:
+    """DeepSeekMath's objective written out token by token with Python floats."""
+    rows, total, count = [], 0.0, 0
+    for i in range(len(lp)):
+        row_sum, row_n = 0.0, 0
+        for t in range(len(lp[i])):
+            if not (text[i][t] or image[i][t]):
+                continue
+            ratio = math.exp(lp[i][t] - old[i][t])
+            clipped = min(max(ratio, 1 - cfg.epsilon), 1 + cfg.upper)
+            term = -min(ratio * adv[i], clipped * adv[i])
+            if cfg.beta:
+                term += cfg.beta * (math.exp(ref[i][t] - lp[i][t]) - (ref[i][t] - lp[i][t]) - 1)
+            term *= cfg.text_weight if text[i][t] else cfg.image_weight
+            row_sum, row_n = row_sum + term, row_n + 1
+        rows.append(row_sum / max(row_n, 1))
+        total, count = total + row_sum, count + row_n
+    if cfg.loss_type == "grpo":
+        return sum(rows) / len(rows)
+    if cfg.loss_type == "dapo":
+        return total / count
+    return total / (len(lp) * cfg.max_tokens)
+
+
+@pytest.fixture
+def batch():
+    """4 samples x 6 tokens with ratios on both sides of the clip range and both signs of advantage."""
+    g = torch.Generator().manual_seed(0)
+    old = -torch.rand(4, 6, generator=g) * 3 - 0.1
+    shift = torch.tensor([[0.5, -0.5, 0.05, 0.0, 0.4, -0.3]] * 4)  # ratios 1.65, 0.61, 1.05, 1, 1.49, 0.74
+    lp = old + shift
+    ref = old + torch.randn(4, 6, generator=g) * 0.3
+    adv = torch.tensor([1.5, -0.7, 0.3, -1.2])
+    text = torch.tensor([[1, 1, 0, 0, 0, 0]] * 4, dtype=torch.bool)
+    image = torch.tensor([[0, 0, 1, 1, 1, 0]] * 4, dtype=torch.bool)
+    image[3, 4] = False  # ragged: row 3 has one token fewer
+    return lp, old, adv, text, image, ref
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+@pytest.mark.parametrize("epsilon_high", [None, 0.28])
+def test_loss_equals_the_formula_token_by_token(batch, loss_type, beta, epsilon_high) -> None:
+    lp, old, adv, text, image, ref = batch
+    cfg = LossConfig(epsilon=0.2, epsilon_high=epsilon_high, beta=beta, loss_type=loss_type, text_weight=0.5, image_weight=2.0, max_tokens=9)
+    loss, stats = grpo_loss(lp, old, adv, text, image, cfg, ref)
+    expected = reference_loss(lp.tolist(), old.tolist(), adv.tolist(), text.tolist(), image.tolist(), cfg, ref.tolist())
+    assert float(loss) == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    # clipping is active on both sides in this batch: positive advantages above 1 + eps and
+    # negative ones below 1 - eps
+    assert stats["clip_high"] > 0 and stats["clip_low"] > 0
+    assert (stats["kl"] > 0) == bool(beta)
+
+
+def test_clip_higher_changes_what_is_clipped(batch) -> None:
+    lp, old, adv, text, image, ref = batch
+    symmetric = grpo_loss(lp, old, adv, text, image, LossConfig(epsilon=0.2))[1]["clip_high"]
+    higher = grpo_loss(lp, old, adv, text, image, LossConfig(epsilon=0.2, epsilon_high=0.55))[1]["clip_high"]
+    assert higher < symmetric
+
+
+def test_gradient_matches_the_formula(batch) -> None:
+    lp, old, adv, text, image, ref = batch
+    cfg = LossConfig(beta=0.04, loss_type="dapo")
+    lp = lp.clone().requires_grad_(True)
+    grpo_loss(lp, old, adv, text, image, cfg, ref)[0].backward()
+    # d/dlp of -min(r A, clip(r) A) is -r A where the unclipped term is the minimum, else 0;
+    # of beta k3: beta (1 - exp(ref - lp)); divided by the batch's token count
+    r = torch.exp(lp.detach() - old)
+    unclipped = (r * adv[:, None]) <= (r.clamp(0.8, 1.2) * adv[:, None])
+    grad = torch.where(unclipped, -r * adv[:, None], torch.zeros_like(r)) + cfg.beta * (1 - torch.exp(ref - lp.detach()))
+    mask = text | image
+    expected = torch.where(mask, grad, torch.zeros_like(grad)) / mask.sum()
+    assert torch.allclose(lp.grad, expected, atol=1e-6)
+
+
+def test_group_advantages() -> None:
+    r = torch.tensor([1.0, 2.0, 3.0, 6.0, 0.5, 0.5, 0.5, 0.5])
+    adv = group_advantages(r, 4, "group", eps=1e-4)
+    first = np.array([1.0, 2.0, 3.0, 6.0])
+    assert np.allclose(adv[:4].numpy(), (first - first.mean()) / (first.std(ddof=1) + 1e-4), atol=1e-6)
+    assert torch.equal(adv[4:], torch.zeros(4))  # equal rewards: exactly 0, no NaN
+    batch_scaled = group_advantages(r, 4, "batch")
+    assert np.allclose(batch_scaled[:4].numpy(), (first - first.mean()) / (r.numpy().std(ddof=1) + 1e-4), atol=1e-6)
+    assert torch.allclose(group_advantages(r, 4, "none")[:4], torch.tensor(first - first.mean(), dtype=torch.float32))
+    with pytest.raises(ValueError, match="groups of 3"):
+        group_advantages(r, 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        group_advantages(r, 1)
+
+
+def test_zero_advantage_groups_give_zero_gradient(batch) -> None:
+    lp, old, _, text, image, _ = batch
+    lp = lp.clone().requires_grad_(True)
+    adv = group_advantages(torch.tensor([0.3, 0.3, 1.0, 0.0]), 2)  # group 0 all equal, group 1 not
+    grpo_loss(lp, old, adv, text, image, LossConfig())[0].backward()
+    assert torch.equal(lp.grad[:2], torch.zeros(2, 6))
+    assert lp.grad[2:].abs().sum() > 0
+
+
+@dataclass(frozen=True)
+class Prompt:
+    lr: np.ndarray
+
+
+def test_a_tiny_policy_learns_a_code_bandit(tiny_parts) -> None:
+    """Rewarded for the share of its image codes equal to one code: from chance (1/64) to > 0.9."""
+    chain, image_tok, text_tok = tiny_parts
+    torch.manual_seed(0)
+    policy = TinyPolicy.build(tiny_policy_config(num_layers=1), text_tok, image_tok)
+    sampling = Sampling(temperature=1.0, top_p=1.0, image_temperature=1.0, max_text_tokens=3, max_new_tokens=400)
+    prompts = [Prompt(lr) for lr in to_uint8(chain.lr[:4])]
+    target = 7 + policy.layout.code_offset
+
+    def reward(rollout, samples) -> RewardBatch:
+        ids, image = rollout.batch.completion_ids, rollout.image_mask
+        share = ((ids == target) & image).sum(1).double() / image.sum(1).double()
+        return RewardBatch(rewards={"code": share.numpy()}, total=share.numpy(), non_finite={})
+
+    cfg = GrpoConfig(steps=40, prompts=4, group_size=8, updates=2, loss=LossConfig(loss_type="dapo"))
+    backend = build_backend("plain", policy, OptimConfig(lr=3e-2, weight_decay=0.0, total_steps=80), device="cpu")
+    means = []
+    for step in range(cfg.steps):
+        experience, _ = collect(policy, prompts, cfg, sampling, reward, None, seed=step)
+        means.append(float(experience.rewards.total.mean()))
+        update(policy, backend, experience, cfg, sampling)
+        if means[-1] > 0.9:
+            break
+    assert means[0] < 0.1, means[:3]
+    assert means[-1] > 0.9, f"mean reward after {len(means)} steps: {means[-5:]}"
+
+
+def test_one_update_on_the_rollout_is_reinforce(tiny_parts) -> None:
+    """With one update the ratio is 1 (the rollout's log-probs are the sampling distribution's),
+    so nothing is clipped and the loss is -mean(A) per token, as the paper's preset needs."""
+    chain, image_tok, text_tok = tiny_parts
+    policy = TinyPolicy.build(tiny_policy_config(), text_tok, image_tok)
+    sampling = Sampling(max_text_tokens=3, max_new_tokens=400)
+    cfg = GrpoConfig(steps=1, prompts=2, group_size=3)
+
+    def reward(rollout, samples) -> RewardBatch:
+        total = np.arange(len(rollout), dtype=np.float64) % 3
+        return RewardBatch(rewards={"r": total}, total=total, non_finite={})
+
+    experience, _ = collect(policy, [Prompt(lr) for lr in to_uint8(chain.lr[:2])], cfg, sampling, reward, None, seed=0)
+    with torch.no_grad():
+        scores = policy.score(experience.rollout.batch, sampling)
+    r = experience.rollout
+    loss, stats = grpo_loss(scores.logprobs, r.logprobs, experience.advantages, r.text_mask, r.image_mask, replace(cfg.loss))
+    assert stats["clip_low"] == stats["clip_high"] == 0
+    assert float(loss) == pytest.approx(-float(experience.advantages.mean()), abs=1e-4)
