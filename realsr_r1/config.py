@@ -354,21 +354,16 @@ class RolloutParams(Section):
 
 
 # --------------------------------------------------------------------------------------- sft
-class SftParams(Section):
-    """Cold-start SFT: teacher forcing on the VLCoT chain (the engine in realsr_r1/train/)."""
+class EngineParams(Section):
+    """What every training stage runs on (the engine in realsr_r1/train/): optimizer, schedule,
+    precision, data, checkpoints and the launcher. SFT and GRPO each add their own knobs."""
 
-    steps: Annotated[int, Field(ge=1)] = 150  # optimizer steps (after gradient accumulation)
-    batch_size: Annotated[int, Field(ge=1)] = 16  # samples per micro-batch per process
-    grad_accum: Annotated[int, Field(ge=1)] = 1  # micro-batches per optimizer step
     lr: PositiveFloat = 2e-3
     warmup_steps: Annotated[int, Field(ge=0)] = 10
     schedule: Literal["constant", "cosine"] = "cosine"
     min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # cosine floor, as a fraction of lr
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # attention dropout while training
-    z_loss: Annotated[float, Field(ge=0.0)] = 1e-5  # weight of mean(log Z^2) over the trained slots
-    text_weight: Annotated[float, Field(ge=0.0)] = 1.0  # weight of the text-token loss
-    image_weight: Annotated[float, Field(ge=0.0)] = 1.0  # weight of the image-code loss
     grad_clip: PositiveFloat | None = 1.0  # max global gradient norm; null: off
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
     gradient_checkpointing: bool = False
@@ -377,10 +372,8 @@ class SftParams(Section):
     workers: Annotated[int, Field(ge=0)] = 1  # DataLoader worker processes decoding the shards
     shards: str = "data/shards"  # local folder or s3://bucket/prefix holding train/ and val/
     checkpoint_dir: str = "checkpoints/sft"  # resumption state (not a DVC output)
-    checkpoint_interval: Annotated[int, Field(ge=1)] = 25  # optimizer steps between checkpoints
+    checkpoint_interval: Annotated[int, Field(ge=1)] = 25  # steps between checkpoints
     keep_last: Annotated[int, Field(ge=1)] = 2  # checkpoints kept
-    eval_interval: Annotated[int, Field(ge=1)] = 25  # steps between teacher-forced val losses
-    early_eval_step: Annotated[int, Field(ge=1)] = 25  # the early rollout evaluation the end is compared with
     eval_samples: Annotated[int, Field(ge=1)] = 32  # val samples of the rollout evaluation (at most the split)
     seed: Annotated[int, Field(ge=0)] = 0
     launcher: Literal["python", "deepspeed", "torchrun"] = "python"  # python: the plain-PyTorch backend
@@ -395,10 +388,44 @@ class SftParams(Section):
         raise ValueError("expected zero2, zero3 or a path to a .json DeepSpeed config")
 
     @model_validator(mode="after")
-    def _valid(self) -> SftParams:
+    def _valid(self) -> EngineParams:
         if self.launcher == "python" and self.num_processes != 1:
             raise ValueError("num_processes > 1 needs launcher deepspeed or torchrun")
         return self
+
+
+class SftParams(EngineParams):
+    """Cold-start SFT: teacher forcing on the VLCoT chain."""
+
+    steps: Annotated[int, Field(ge=1)] = 150  # optimizer steps (after gradient accumulation)
+    batch_size: Annotated[int, Field(ge=1)] = 16  # samples per micro-batch per process
+    grad_accum: Annotated[int, Field(ge=1)] = 1  # micro-batches per optimizer step
+    z_loss: Annotated[float, Field(ge=0.0)] = 1e-5  # weight of mean(log Z^2) over the trained slots
+    text_weight: Annotated[float, Field(ge=0.0)] = 1.0  # weight of the text-token loss
+    image_weight: Annotated[float, Field(ge=0.0)] = 1.0  # weight of the image-code loss
+    eval_interval: Annotated[int, Field(ge=1)] = 25  # steps between teacher-forced val losses
+    early_eval_step: Annotated[int, Field(ge=1)] = 25  # the early rollout evaluation the end is compared with
+
+
+class GrpoParams(EngineParams):
+    """VLCoT-GRPO from models/sft: group size and sampling come from `rollout`, rewards from `rewards`."""
+
+    steps: Annotated[int, Field(ge=1)] = 24  # rollout batches
+    prompts: Annotated[int, Field(ge=1)] = 4  # prompts per rollout batch per process (x rollout.group_size samples)
+    updates: Annotated[int, Field(ge=1)] = 1  # mu: optimizer steps per rollout batch
+    lr: PositiveFloat = 2e-4
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    schedule: Literal["constant", "cosine"] = "constant"
+    epsilon: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2  # clip range: ratio in [1 - epsilon, 1 + epsilon]
+    epsilon_high: Annotated[float, Field(gt=0.0)] | None = None  # DAPO clip-higher: upper bound 1 + epsilon_high
+    beta: Annotated[float, Field(ge=0.0)] = 0.0  # k3 KL weight to the frozen SFT model; 0: none is loaded
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = "grpo"
+    advantage_scale: Literal["group", "batch", "none"] = "group"  # divide (r - group mean) by the group / batch std, or not
+    advantage_eps: PositiveFloat = 1e-4
+    text_weight: Annotated[float, Field(ge=0.0)] = 1.0  # loss weight of text tokens
+    image_weight: Annotated[float, Field(ge=0.0)] = 1.0  # loss weight of image codes
+    checkpoint_dir: str = "checkpoints/grpo"
+    checkpoint_interval: Annotated[int, Field(ge=1)] = 8
 
 
 # ---------------------------------------------------------------------------------- publish
@@ -440,6 +467,7 @@ class Params(Section):
     policy: PolicyParams = PolicyParams()
     rollout: RolloutParams = RolloutParams()
     sft: SftParams = SftParams()
+    grpo: GrpoParams = GrpoParams()
     publish: PublishParams = PublishParams()
 
     @model_validator(mode="after")

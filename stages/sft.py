@@ -8,7 +8,6 @@ Resumes from the latest complete checkpoint in `sft.checkpoint_dir` (a killed ru
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -16,32 +15,25 @@ import transformers
 
 from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
-from realsr_r1.evaluate.val import EvalSample, evaluate_policy, most_frequent
+from realsr_r1.evaluate.val import evaluate_policy
 from realsr_r1.policy.interface import Policy
 from realsr_r1.policy.record import TrainingRecord
-from realsr_r1.policy.settings import resolve_device, sampling
-from realsr_r1.policy.tiny import load_policy
-from realsr_r1.rewards.scoring import Truth
-from realsr_r1.rewards.understanding import tag_vocabulary
-from realsr_r1.train.backend import OptimConfig, build_backend
+from realsr_r1.policy.settings import sampling
 from realsr_r1.train.checkpoint import CheckpointError, Checkpoints
 from realsr_r1.train.curves import write_csv
-from realsr_r1.train.data import (
-    DataError,
-    ShardStream,
-    check_readers,
-    evenly_spaced,
-    load_annotations,
-    shard_keys,
-    shard_urls,
-)
-from realsr_r1.train.launch import relaunch, world_size
+from realsr_r1.train.data import ShardStream
 from realsr_r1.train.sft import SftConfig, train_sft
-from realsr_r1.train.tuning import set_dropout
-from realsr_r1.train.zero import DeepSpeedConfigError, zero_config
 from stages.common import UsageError, run_stage
+from stages.training import (
+    ANNOTATIONS,
+    check_inputs,
+    fingerprint,
+    load_trainable,
+    make_backend,
+    val_set,
+    whole,
+)
 
-ANNOTATIONS = Path("data/annotations")
 INIT = Path("models/policy_init")
 OUT = Path("models/sft")
 METRICS = Path("metrics/sft.json")
@@ -52,68 +44,34 @@ log = logging.getLogger("stages.sft")
 
 def main(params: Params) -> None:
     p = params.sft
-    world = world_size(p.launcher, p.num_processes)
-    try:  # inputs are checked before the launcher starts the ranks: a bad one stops with one line
-        urls = {split: shard_urls(p.shards, split) for split in ("train", "val")}
-        check_readers(urls["train"], "train", world, p.workers)
-        notes = {split: load_annotations(ANNOTATIONS / f"{split}.jsonl", shard_keys(urls[split])) for split in urls}
-        zero_config(p.deepspeed)
-    except DataError as err:
-        raise UsageError(str(err)) from None
-    except DeepSpeedConfigError as err:
-        raise UsageError(f"sft.deepspeed: {err}") from None
-    if not (INIT / "policy.json").is_file():
-        raise UsageError(f"{INIT}: no initial policy (run the init_policy stage)")
-    if (status := relaunch("stages.sft", p.launcher, p.num_processes)) is not None:
-        raise SystemExit(status)  # the launcher ran num_processes ranks of this stage
-    device = resolve_device(p.device)
+    inputs = check_inputs("sft", p, INIT, "init_policy")
     transformers.utils.logging.disable_progress_bar()  # a bar per weight load would bury the stage's own lines
-    policy = load_policy(INIT, device)
-    set_dropout(policy, p.dropout)
-    if p.gradient_checkpointing:
-        policy.backbone.gradient_checkpointing_enable()
-    precision = p.precision if p.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    optim = OptimConfig(
-        lr=p.lr, weight_decay=p.weight_decay, grad_clip=p.grad_clip, warmup_steps=p.warmup_steps, total_steps=p.steps,
-        schedule=p.schedule, min_lr_ratio=p.min_lr_ratio, grad_accum=p.grad_accum, precision=precision,
-    )
-    options = {"device": device} if p.launcher == "python" else {"micro_batch_size": p.batch_size, "zero": p.deepspeed}
-    backend = build_backend("plain" if p.launcher == "python" else "deepspeed", policy, optim, **options)
+    policy = load_trainable(p, INIT)
+    backend = make_backend(p, policy, total_steps=p.steps, grad_accum=p.grad_accum, micro_batch=p.batch_size)
     cfg = SftConfig(
         steps=p.steps, batch_size=p.batch_size, grad_accum=p.grad_accum, text_weight=p.text_weight,
         image_weight=p.image_weight, z_loss=p.z_loss, workers=p.workers, checkpoint_interval=p.checkpoint_interval,
         eval_interval=p.eval_interval, early_eval_step=p.early_eval_step, seed=p.seed,
     )
-    train = ShardStream(urls["train"], notes["train"], p.shuffle_buffer, p.seed)
-    val = evenly_spaced(list(ShardStream(urls["val"], notes["val"], 1, p.seed, shuffle=False, per_rank=False)), p.eval_samples)
-    vocabulary = tag_vocabulary(r.tags for r in notes["train"].values())
-    evals = [EvalSample(s.lr, Truth.from_text(s.chain.degradation, s.tags, s.chain.final_image, vocabulary)) for s in val]
-    constant = most_frequent(r.degradation for r in sorted(notes["train"].values(), key=lambda r: r.key))
+    train = ShardStream(inputs.urls["train"], inputs.notes["train"], p.shuffle_buffer, p.seed)
+    val, evals, constant = val_set(p, inputs)
 
     def rollouts(model: Policy) -> dict:
         return evaluate_policy(model, evals, sampling(params, model), params.rollout.group_size, params.rewards, constant, p.seed)
 
-    def whole() -> Policy | None:
-        """The trained weights in a whole policy on rank 0, None on the others: ZeRO-3 leaves each
-        rank only a shard of `policy`'s weights (a collective: every rank calls it)."""
-        weights = backend.full_state_dict()
-        if not backend.is_main:
-            return None
-        model = load_policy(INIT, backend.device)
-        model.load_state_dict(weights)
-        return model
-
     def evaluate(_: Policy) -> dict:
-        model = whole()
+        model = whole(backend, INIT)
         return {} if model is None else rollouts(model)
 
-    checkpoints = Checkpoints(p.checkpoint_dir, fingerprint(params, urls, world), p.keep_last)
+    files = [*sorted(INIT.rglob("*")), *sorted(ANNOTATIONS.glob("*.jsonl"))]
+    exclude = ("checkpoint_dir", "keep_last", "checkpoint_interval", "device")
+    checkpoints = Checkpoints(p.checkpoint_dir, fingerprint(params, "sft", exclude, files, inputs), p.keep_last)
     val_batches = [val[i : i + p.batch_size] for i in range(0, len(val), p.batch_size)]
     try:
         state = train_sft(policy, backend, train, cfg, checkpoints, val_batches, evaluate)
     except CheckpointError as err:
         raise UsageError(str(err)) from None
-    trained = whole()
+    trained = whole(backend, INIT)
     if trained is None:
         return
     final = {"step": state.step, **rollouts(trained)}
@@ -135,18 +93,6 @@ def main(params: Params) -> None:
         final["rewards"]["format"], final["rewards"]["degradation"], final["degradation_constant_answer"],
         psnr["expected"], psnr["sampled"], psnr["bicubic"], psnr["tokenizer"],
     )
-
-
-def fingerprint(params: Params, urls: dict[str, list[str]], world: int) -> dict:
-    """What makes two runs the same run: a checkpoint of another is never resumed from."""
-    sft = params.sft.model_dump(exclude={"checkpoint_dir", "keep_last", "checkpoint_interval", "device"})
-    digest = hashlib.sha256()
-    for path in sorted(INIT.rglob("*")) + sorted(ANNOTATIONS.glob("*.jsonl")):
-        if path.is_file():
-            digest.update(path.name.encode() + path.read_bytes())
-    shards = {split: [(u, Path(u).stat().st_size if Path(u).is_file() else None) for u in us] for split, us in urls.items()}
-    return {"sft": sft, "rollout": params.rollout.model_dump(), "rewards": params.rewards.model_dump(),
-            "inputs": digest.hexdigest(), "shards": shards, "world_size": world}
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ GIT_ID = {
 
 
 # params for a copy that runs the whole DAG in minutes: 17 photos x 2 crops x 1 degradation
-# (synthesize.per_image 2 is then a change) and two SFT steps with every evaluation and checkpoint
+# (synthesize.per_image 2 is then a change), two SFT and two GRPO steps with every evaluation and checkpoint
 TINY_PIPELINE: dict[str, Any] = {
     "prepare.crops_per_image": 2,
     "synthesize.per_image": 1,
@@ -239,6 +239,11 @@ TINY_PIPELINE: dict[str, Any] = {
     "sft.early_eval_step": 1,
     "sft.checkpoint_interval": 1,
     "sft.workers": 0,
+    "grpo.steps": 2,
+    "grpo.prompts": 2,
+    "grpo.eval_samples": 1,
+    "grpo.checkpoint_interval": 1,
+    "grpo.workers": 0,
     "rollout.group_size": 2,
     "rollout.max_text_tokens": 16,  # an untrained policy runs every text block to its cap: keep it short
 }

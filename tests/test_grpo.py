@@ -170,3 +170,119 @@ def test_one_update_on_the_rollout_is_reinforce(tiny_parts) -> None:
     loss, stats = grpo_loss(scores.logprobs, r.logprobs, experience.advantages, r.text_mask, r.image_mask, replace(cfg.loss))
     assert stats["clip_low"] == stats["clip_high"] == 0
     assert float(loss) == pytest.approx(-float(experience.advantages.mean()), abs=1e-4)
+
+
+# ------------------------------------------------------------------------------ the stage
+def grpo_project(root, tiny_parts, **grpo):
+    """test_sft's project with its initial policy as models/sft and params for a four-step GRPO run."""
+    import shutil
+
+    import yaml
+
+    from tests.test_sft import project
+
+    project(root, tiny_parts)
+    shutil.copytree(root / "models/policy_init", root / "models/sft")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["rollout"].update(group_size=2, max_text_tokens=6)
+    params["grpo"].update(
+        steps=4, prompts=2, checkpoint_interval=2, eval_samples=1, workers=0, shuffle_buffer=8, device="cpu", lr=1e-3, **grpo
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def run_grpo(root, **kw):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "stages.grpo"], cwd=root, env=env, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_stage_resumes_after_sigkill_to_bit_identical_weights(tmp_path, tiny_parts) -> None:
+    import json
+    import os
+    import shutil
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    whole = grpo_project(tmp_path / "whole", tiny_parts, beta=0.04, updates=2)
+    other = tmp_path / "killed"
+    shutil.copytree(whole, other)
+    first = run_grpo(whole)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert "step 4: reward" in err  # the per-step figures reach the log (and so a Prefect run)
+
+    killed = run_grpo(other, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (other / "checkpoints/grpo/step-0000002").is_dir():
+        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read() if killed.poll() else "timeout"
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (other / "models/grpo").exists()
+    resumed = run_grpo(other)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0 and "resumed from" in err, err
+
+    a = load_file(str(whole / "models/grpo/backbone/model.safetensors"))
+    b = load_file(str(other / "models/grpo/backbone/model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    start = load_file(str(whole / "models/sft/backbone/model.safetensors"))
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
+    assert (other / "plots/grpo/train.csv").read_bytes() == (whole / "plots/grpo/train.csv").read_bytes()
+    header = (whole / "plots/grpo/train.csv").read_text().splitlines()[0].split(",")
+    for column in ("reward", "format_mean", "generation_std", "advantage_std", "zero_advantage_groups", "kl", "clip_low",
+                   "clip_high", "entropy_text", "entropy_image", "completion_length", "text_length", "truncated"):  # fmt: skip
+        assert column in header
+    assert not {"rollout_s", "reward_s", "update_s"} & set(header)  # timing lives in speed.csv
+    metrics = json.loads((whole / "metrics/grpo.json").read_text())
+    assert metrics["steps"] == 4 and set(metrics) == {"steps", "sft", "grpo"}
+    for model in ("sft", "grpo"):
+        assert set(metrics[model]["rewards"]) == {"format", "degradation", "understanding", "generation", "total"}
+        assert {"sampled", "expected", "bicubic"} <= set(metrics[model]["niqe"]) and "expected" in metrics[model]["psnr_y"]
+    assert json.loads((other / "metrics/grpo.json").read_text()) == metrics
+    assert TinyPolicy.from_pretrained(whole / "models/grpo").record.runs[-1] == {"stage": "grpo", "steps": 4}
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_beta_zero_never_loads_a_reference_model(beta, tmp_path, tiny_parts, monkeypatch) -> None:
+    import stages.grpo as stage
+    from realsr_r1.config import load_params
+
+    root = grpo_project(tmp_path, tiny_parts, beta=beta)
+    monkeypatch.chdir(root)
+    loaded, seen = [], {}
+    real_load = stage.load_policy
+    monkeypatch.setattr(stage, "load_policy", lambda *a, **k: loaded.append(a[0]) or real_load(*a, **k))
+
+    class Stop(Exception):
+        pass
+
+    def capture(policy, backend, stream, cfg, sampling, reward, checkpoints, reference=None, on_step=None):
+        seen["reference"] = reference
+        raise Stop
+
+    monkeypatch.setattr(stage, "train_grpo", capture)
+    with pytest.raises(Stop):
+        stage.main(load_params(root / "params.yaml"))
+    if beta:
+        assert isinstance(seen["reference"], TinyPolicy) and loaded == [stage.START]
+        assert not any(p.requires_grad for p in seen["reference"].parameters())
+    else:
+        assert seen["reference"] is None and loaded == []
+
+
+def test_grpo_refuses_zero3(tmp_path, tiny_parts) -> None:
+    root = grpo_project(tmp_path, tiny_parts, launcher="deepspeed", num_processes=2, deepspeed="zero3")
+    done = run_grpo(root)
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 2 and "grpo.deepspeed: ZeRO-3 is not supported" in err
+    assert not (root / "models/grpo").exists()

@@ -1,6 +1,6 @@
 """A policy's val figures: the four rewards of sampled completions, the final image's PSNR/SSIM
-(Y channel) for sampled and expected decoding next to bicubic's and the tokenizer's ceiling,
-and the score of always answering the most frequent training degradation text.
+(Y channel) and NIQE for sampled and expected decoding next to bicubic's and the tokenizer's
+ceiling, and the score of always answering the most frequent training degradation text.
 
 Shared by SFT (at an early step and at the end), GRPO and the evaluate stage; it only rolls
 out and scores, never trains.
@@ -21,6 +21,7 @@ from realsr_r1.config import RewardParams
 from realsr_r1.policy.interface import Policy, Sampling
 from realsr_r1.quality import quality_y
 from realsr_r1.rewards.degradation import degradation_reward
+from realsr_r1.rewards.niqe import niqe
 from realsr_r1.rewards.scoring import REWARDS, Truth, score_rollout
 from realsr_r1.tokenizers.image import bicubic, to_tensor, to_uint8
 from realsr_r1.vlcot import VLCoT
@@ -112,7 +113,7 @@ def evaluate_policy(
     ceiling = to_uint8(tokenizer.decode(tokenizer.encode(gt_t, lr), lr))
     bicubic_images = to_uint8(bicubic(lr, tuple(gt_t.shape[-2:])))
     only_gt = [s.truth.gt for s in samples]
-    psnr, ssim = {}, {}
+    psnr, ssim, quality = {}, {}, {}
     for name, images, truth in (
         ("sampled", sampled, gts),
         ("expected", expected, gts),
@@ -120,6 +121,7 @@ def evaluate_policy(
         ("tokenizer", list(ceiling), only_gt),
     ):
         psnr[name], ssim[name] = quality_y(images, truth)
+        quality[name] = float(np.nanmean(niqe(to_tensor(list(images))).numpy()))  # no-reference: lower is better
     policy.train(was_training)
     rows = len(gts)
     return {
@@ -127,6 +129,7 @@ def evaluate_policy(
         "degradation_constant_answer": constant_answer_score(constant_answer, [s.truth for s in samples]),
         "psnr_y": psnr,
         "ssim_y": ssim,
+        "niqe": quality,
         "parsed": parsed / rows,
         "truncated": truncated / rows,
         "final_missing": missing / rows,

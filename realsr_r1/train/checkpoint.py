@@ -115,7 +115,7 @@ class Checkpoints:
             if mine.get(name) != theirs.get(name):
                 raise CheckpointError(
                     f"{latest / RUN_FILE}: written for another model ({name}: {theirs.get(name)} there, "
-                    f"{mine.get(name)} here); remove {self.dir} or set sft.checkpoint_dir elsewhere"
+                    f"{mine.get(name)} here); remove {self.dir} or set the stage's checkpoint_dir elsewhere"
                 )
         if run.get("fingerprint") != self.fingerprint:
             changed = sorted(
