@@ -236,7 +236,8 @@ def test_published_release_pulls_and_verifies(session: Session) -> None:
     assert f"| models/tokenizer | {made_by} |" in card
     assert "| metrics/synthesize.json | stage `synthesize`" in card
     assert "| models/sft | stage `sft` (`python -m stages.sft`; dvc.lock md5" in card
-    assert "- Policy checkpoint: `models/sft`" in card and "| metrics/sft.json | stage `sft`" in card
+    assert "| models/grpo | stage `grpo` (`python -m stages.grpo`; dvc.lock md5" in card
+    assert "- Policy checkpoint: `models/grpo`, `models/sft`" in card and "| metrics/grpo.json | stage `grpo`" in card
 
 
 def _git_status(sess: Session) -> str:

@@ -173,7 +173,7 @@ def test_one_update_on_the_rollout_is_reinforce(tiny_parts) -> None:
 
 
 # ------------------------------------------------------------------------------ the stage
-def grpo_project(root, tiny_parts, **grpo):
+def grpo_project(root, tiny_parts, shard_size: int = 1000, **grpo):
     """test_sft's project with its initial policy as models/sft and params for a four-step GRPO run."""
     import shutil
 
@@ -181,13 +181,12 @@ def grpo_project(root, tiny_parts, **grpo):
 
     from tests.test_sft import project
 
-    project(root, tiny_parts)
+    project(root, tiny_parts, shard_size=shard_size)
     shutil.copytree(root / "models/policy_init", root / "models/sft")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["rollout"].update(group_size=2, max_text_tokens=6)
-    params["grpo"].update(
-        steps=4, prompts=2, checkpoint_interval=2, eval_samples=1, workers=0, shuffle_buffer=8, device="cpu", lr=1e-3, **grpo
-    )
+    defaults = {"steps": 4, "prompts": 2, "checkpoint_interval": 2, "eval_samples": 1, "workers": 0, "shuffle_buffer": 8, "device": "cpu"}
+    params["grpo"].update({**defaults, "lr": 1e-3, **grpo})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -286,3 +285,19 @@ def test_grpo_refuses_zero3(tmp_path, tiny_parts) -> None:
     _, err = done.communicate(timeout=300)
     assert done.returncode == 2 and "grpo.deepspeed: ZeRO-3 is not supported" in err
     assert not (root / "models/grpo").exists()
+
+
+def test_stage_under_zero2_on_two_cpu_ranks(tmp_path, tiny_parts) -> None:
+    """The same stage under the DeepSpeed launcher: each rank rolls out its own prompts (2 train shards,
+    one per rank), the update averages their gradients, rank 0 writes the outputs."""
+    from safetensors.torch import load_file
+
+    root = grpo_project(tmp_path, tiny_parts, shard_size=12, steps=2, launcher="deepspeed", num_processes=2, deepspeed="zero2")
+    done = run_grpo(root)
+    _, err = done.communicate(timeout=600)
+    assert done.returncode == 0, err[-4000:]
+    assert "DeepSpeed ZeRO-2 (zero2.json) on 2 x cpu" in err and "step 2: reward" in err
+    a = load_file(str(root / "models/grpo/backbone/model.safetensors"))
+    start = load_file(str(root / "models/sft/backbone/model.safetensors"))
+    assert a.keys() == start.keys() and any(not torch.equal(a[k], start[k]) for k in a)
+    assert {"client-rank0.pt", "client-rank1.pt"} <= {p.name for p in (root / "checkpoints/grpo/step-0000002").iterdir()}
