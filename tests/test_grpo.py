@@ -74,7 +74,7 @@ def test_loss_equals_the_formula_token_by_token(batch, loss_type, beta, epsilon_
 
 
 def test_clip_higher_changes_what_is_clipped(batch) -> None:
-    lp, old, adv, text, image, ref = batch
+    lp, old, adv, text, image, _ = batch
     symmetric = grpo_loss(lp, old, adv, text, image, LossConfig(epsilon=0.2))[1]["clip_high"]
     higher = grpo_loss(lp, old, adv, text, image, LossConfig(epsilon=0.2, epsilon_high=0.55))[1]["clip_high"]
     assert higher < symmetric
@@ -192,24 +192,18 @@ def grpo_project(root, tiny_parts, shard_size: int = 1000, **grpo):
 
 
 def run_grpo(root, **kw):
-    import os
-    import subprocess
-    import sys
+    from tests.test_sft import run_stage
 
-    from tests.conftest import REPO
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "stages.grpo"], cwd=root, env=env, stderr=subprocess.PIPE, text=True, **kw)
+    return run_stage(root, "grpo", **kw)
 
 
 def test_stage_resumes_after_sigkill_to_bit_identical_weights(tmp_path, tiny_parts) -> None:
     import json
-    import os
     import shutil
-    import signal
-    import time
 
     from safetensors.torch import load_file
+
+    from tests.test_sft import kill_once_written
 
     whole = grpo_project(tmp_path / "whole", tiny_parts, beta=0.04, updates=2)
     other = tmp_path / "killed"
@@ -219,13 +213,7 @@ def test_stage_resumes_after_sigkill_to_bit_identical_weights(tmp_path, tiny_par
     assert first.returncode == 0, err
     assert "step 4: reward" in err  # the per-step figures reach the log (and so a Prefect run)
 
-    killed = run_grpo(other, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while not (other / "checkpoints/grpo/step-0000002").is_dir():
-        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read() if killed.poll() else "timeout"
-        time.sleep(0.05)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
+    kill_once_written(run_grpo(other, start_new_session=True), other / "checkpoints/grpo/step-0000002")
     assert not (other / "models/grpo").exists()
     resumed = run_grpo(other)
     _, err = resumed.communicate(timeout=600)

@@ -116,9 +116,23 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
     return project(tmp_path_factory.mktemp("sft"), tiny_parts)
 
 
-def run_sft(root: Path, params: str = "params.yaml", **kw) -> subprocess.Popen:
+def run_stage(root: Path, stage: str, params: str = "params.yaml", **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "REALSR_PARAMS": params, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "stages.sft"], cwd=root, env=env, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=env, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def run_sft(root: Path, params: str = "params.yaml", **kw) -> subprocess.Popen:
+    return run_stage(root, "sft", params, **kw)
+
+
+def kill_once_written(proc: subprocess.Popen, path: Path) -> None:
+    """SIGKILL `proc`'s process group as soon as `path` exists: mid-run, in a step or the next checkpoint write."""
+    deadline = time.monotonic() + 600
+    while not path.is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def weights(root: Path) -> dict[str, torch.Tensor]:
@@ -133,14 +147,8 @@ def test_stage_resumes_after_sigkill_to_bit_identical_weights(workdir: Path, tmp
     first = run_sft(workdir)
     assert first.wait(timeout=600) == 0, first.stderr.read()
 
-    killed = run_sft(other, start_new_session=True)
     checkpoints = other / "checkpoints/sft"
-    deadline = time.monotonic() + 600
-    while not (checkpoints / "step-0000002").is_dir():  # mid-run: a step or the next checkpoint write
-        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read() if killed.poll() else "timeout"
-        time.sleep(0.05)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
+    kill_once_written(run_sft(other, start_new_session=True), checkpoints / "step-0000002")
     assert not (other / "models/sft").exists()
     resumed = run_sft(other)
     _, err = resumed.communicate(timeout=600)
