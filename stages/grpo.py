@@ -22,7 +22,7 @@ from realsr_r1.policy.record import TrainingRecord
 from realsr_r1.policy.settings import sampling
 from realsr_r1.policy.tiny import load_policy
 from realsr_r1.rewards.scoring import RewardBatch, score_rollout
-from realsr_r1.train.checkpoint import CheckpointError, Checkpoints
+from realsr_r1.train.checkpoint import CheckpointError
 from realsr_r1.train.curves import write_csv
 from realsr_r1.train.data import ShardStream, TrainSample
 from realsr_r1.train.grpo import GrpoConfig, LossConfig, train_grpo
@@ -30,7 +30,7 @@ from realsr_r1.train.zero import DeepSpeedConfigError, zero_config
 from stages.common import UsageError, run_stage
 from stages.training import (
     check_inputs,
-    fingerprint,
+    checkpoints,
     load_trainable,
     make_backend,
     truth,
@@ -83,10 +83,9 @@ def main(params: Params) -> None:
         )  # fmt: skip
 
     train = ShardStream(inputs.urls["train"], inputs.notes["train"], p.shuffle_buffer, p.seed)
-    files = [*sorted(START.rglob("*")), *sorted(Path("data/annotations").glob("*.jsonl"))]
-    checkpoints = Checkpoints(p.checkpoint_dir, fingerprint(params, "grpo", ("checkpoint_dir", "keep_last", "checkpoint_interval", "device"), files, inputs), p.keep_last)
+    folder = checkpoints(params, "grpo", START, inputs)
     try:
-        state = train_grpo(policy, backend, train, cfg, roll, reward, checkpoints, reference, on_step)
+        state = train_grpo(policy, backend, train, cfg, roll, reward, folder, reference, on_step)
     except CheckpointError as err:
         raise UsageError(str(err)) from None
     trained = whole(backend, START)

@@ -19,15 +19,14 @@ from realsr_r1.evaluate.val import evaluate_policy
 from realsr_r1.policy.interface import Policy
 from realsr_r1.policy.record import TrainingRecord
 from realsr_r1.policy.settings import sampling
-from realsr_r1.train.checkpoint import CheckpointError, Checkpoints
+from realsr_r1.train.checkpoint import CheckpointError
 from realsr_r1.train.curves import write_csv
 from realsr_r1.train.data import ShardStream
 from realsr_r1.train.sft import SftConfig, train_sft
 from stages.common import UsageError, run_stage
 from stages.training import (
-    ANNOTATIONS,
     check_inputs,
-    fingerprint,
+    checkpoints,
     load_trainable,
     make_backend,
     val_set,
@@ -63,12 +62,10 @@ def main(params: Params) -> None:
         model = whole(backend, INIT)
         return {} if model is None else rollouts(model)
 
-    files = [*sorted(INIT.rglob("*")), *sorted(ANNOTATIONS.glob("*.jsonl"))]
-    exclude = ("checkpoint_dir", "keep_last", "checkpoint_interval", "device")
-    checkpoints = Checkpoints(p.checkpoint_dir, fingerprint(params, "sft", exclude, files, inputs), p.keep_last)
+    folder = checkpoints(params, "sft", INIT, inputs)
     val_batches = [val[i : i + p.batch_size] for i in range(0, len(val), p.batch_size)]
     try:
-        state = train_sft(policy, backend, train, cfg, checkpoints, val_batches, evaluate)
+        state = train_sft(policy, backend, train, cfg, folder, val_batches, evaluate)
     except CheckpointError as err:
         raise UsageError(str(err)) from None
     trained = whole(backend, INIT)

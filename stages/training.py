@@ -5,7 +5,6 @@ fingerprint that decides whether a checkpoint may be resumed."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from realsr_r1.policy.tiny import load_policy
 from realsr_r1.rewards.scoring import Truth
 from realsr_r1.rewards.understanding import tag_vocabulary
 from realsr_r1.train.backend import Backend, OptimConfig, build_backend
+from realsr_r1.train.checkpoint import Checkpoints
 from realsr_r1.train.data import (
     DataError,
     ShardStream,
@@ -117,14 +117,21 @@ def whole(backend: Backend, start: Path) -> Policy | None:
     return model
 
 
-def fingerprint(params: Params, section: str, exclude: Iterable[str], files: Iterable[Path], inputs: Inputs) -> dict:
+def fingerprint(params: Params, section: str, start: Path, inputs: Inputs) -> dict:
     """What makes two runs the same run (a checkpoint of another is never resumed from): the
-    section's params but `exclude`, rollout and rewards, the bytes of `files` (in order) and the shards."""
-    own = getattr(params, section).model_dump(exclude=set(exclude))
+    section's params but where checkpoints go and the device, rollout and rewards, the bytes of
+    the starting policy and the annotations, and the shards."""
+    own = getattr(params, section).model_dump(exclude={"checkpoint_dir", "keep_last", "checkpoint_interval", "device"})
     digest = hashlib.sha256()
-    for path in files:
+    for path in [*sorted(start.rglob("*")), *sorted(ANNOTATIONS.glob("*.jsonl"))]:
         if path.is_file():
             digest.update(path.name.encode() + path.read_bytes())
     shards = {split: [(u, Path(u).stat().st_size if Path(u).is_file() else None) for u in us] for split, us in inputs.urls.items()}
     return {section: own, "rollout": params.rollout.model_dump(), "rewards": params.rewards.model_dump(),
             "inputs": digest.hexdigest(), "shards": shards, "world_size": inputs.world}  # fmt: skip
+
+
+def checkpoints(params: Params, section: str, start: Path, inputs: Inputs) -> Checkpoints:
+    """The stage's checkpoint folder, bound to this run's fingerprint."""
+    p = getattr(params, section)
+    return Checkpoints(p.checkpoint_dir, fingerprint(params, section, start, inputs), p.keep_last)
