@@ -20,6 +20,13 @@ $(BASICSR)/.installed: | $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --target $(BASICSR) basicsr==1.4.2
 	touch $@
 
+# TRL 1.16.0, the peer of bench/grpo.py (GRPOTrainer): outside the project environment like BasicSR,
+# only for that benchmark (its dependencies, transformers / accelerate / datasets, are the project's).
+TRL := .trl
+$(TRL)/.installed: | $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps --target $(TRL) trl==1.16.0
+	touch $@
+
 # Headless Chromium for the test that opens the evaluation report in a browser: Debian's package
 # when it is missing and apt-get is there; never fails the install (the test then says how).
 chromium:
@@ -37,11 +44,14 @@ pipeline: install
 test: install
 	$(BIN)/python -m pytest
 
-bench: install
+bench: install $(TRL)/.installed
 	$(BIN)/python -m bench.synthesize
 	$(BIN)/python -m bench.degrade_reference
 	$(BIN)/python bench/rewards.py
 	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/sft.py
+	$(BIN)/python bench/grpo.py
+	$(BIN)/python bench/evaluate.py
 	$(BIN)/python bench/flow.py
 	$(BIN)/python bench/ingest_memory.py
 

@@ -418,14 +418,36 @@ class GrpoParams(EngineParams):
     schedule: Literal["constant", "cosine"] = "constant"
     epsilon: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2  # clip range: ratio in [1 - epsilon, 1 + epsilon]
     epsilon_high: Annotated[float, Field(gt=0.0)] | None = None  # DAPO clip-higher: upper bound 1 + epsilon_high
-    beta: Annotated[float, Field(ge=0.0)] = 0.0  # k3 KL weight to the frozen SFT model; 0: none is loaded
+    beta: Annotated[float, Field(ge=0.0)] = 0.04  # k3 KL weight to the frozen SFT model; 0: none is loaded
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = "grpo"
     advantage_scale: Literal["group", "batch", "none"] = "group"  # divide (r - group mean) by the group / batch std, or not
     advantage_eps: PositiveFloat = 1e-4
     text_weight: Annotated[float, Field(ge=0.0)] = 1.0  # loss weight of text tokens
     image_weight: Annotated[float, Field(ge=0.0)] = 1.0  # loss weight of image codes
+    # weights of the total GRPO trains on; None: rewards.weights (evaluation always reports with those)
+    reward_weights: RewardWeights | None = None
     checkpoint_dir: str = "checkpoints/grpo"
     checkpoint_interval: Annotated[int, Field(ge=1)] = 8
+
+
+# --------------------------------------------------------------------------------- evaluate
+class EvaluateParams(Section):
+    """The evaluate stage: models/sft and models/grpo, bicubic and the tokenizer's ceiling on the
+    val shards and on any benchmark folder, scored with the RealSR protocol (pyiqa)."""
+
+    shards: str = "data/shards"  # the val split (and the train annotations' tag vocabulary)
+    val_images: Annotated[int, Field(ge=1)] = 48  # val samples scored, evenly spread over the split
+    # more benchmarks: folders with LR/ and HR/ (matching names) or LR photos only
+    benchmarks: list[str] = []
+    # NAME: folder of another method's outputs (e.g. published results), one subfolder per benchmark
+    # (named as the benchmark's folder) holding files named like its LR photos
+    methods: dict[str, str] = {}
+    crop_border: Annotated[int, Field(ge=0)] | None = None  # px dropped at each edge for PSNR/SSIM; None: the scale
+    weights_dir: str | None = None  # checkpoints of the deep metrics (LPIPS, DISTS, FID, MUSIQ, ...); None: skipped
+    sheets: Annotated[int, Field(ge=0)] = 6  # comparison sheets per benchmark
+    batch_size: Annotated[int, Field(ge=1)] = 16  # val prompts per rollout
+    seed: Annotated[int, Field(ge=0)] = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 # ---------------------------------------------------------------------------------- publish
@@ -449,7 +471,7 @@ class PublishParams(Section):
         "metrics/evaluate.json",
     ]
     # dotted key into those metrics, e.g. evaluate.grpo.psnr ("" : no gate)
-    metric: str = "evaluate.grpo.psnr_y"
+    metric: str = "evaluate.val.grpo.psnr"
     mode: Literal["max", "min"] = "max"
     only_if_improved: bool = True
     min_delta: Annotated[float, Field(ge=0.0)] = 0.0  # improvement needed over the last release
@@ -468,6 +490,7 @@ class Params(Section):
     rollout: RolloutParams = RolloutParams()
     sft: SftParams = SftParams()
     grpo: GrpoParams = GrpoParams()
+    evaluate: EvaluateParams = EvaluateParams()
     publish: PublishParams = PublishParams()
 
     @model_validator(mode="after")

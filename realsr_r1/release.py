@@ -40,7 +40,7 @@ def read_metrics(paths: list[str], root: Path) -> tuple[dict[str, Any], list[Pat
 
 
 def lookup(metrics: dict[str, Any], dotted: str) -> float | None:
-    """`evaluate.grpo.psnr_y` -> metrics["evaluate"]["grpo"]["psnr_y"] as a float, or None."""
+    """`evaluate.val.grpo.psnr` -> metrics["evaluate"]["val"]["grpo"]["psnr"] as a float, or None."""
     node: Any = metrics
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:

@@ -1,7 +1,8 @@
 """Stage `grpo`: VLCoT-GRPO from models/sft with the four rewards.
 
 Reads data/shards/{train,val} (or `grpo.shards` on S3), data/annotations/*.jsonl and models/sft;
-writes models/grpo, metrics/grpo.json (the SFT and the GRPO model on val with the same seeds),
+writes models/grpo, metrics/grpo.json (the SFT and the GRPO model on val with the same seeds; SFT's
+figures are metrics/sft.json's final ones when taken on the same samples and seed),
 plots/grpo/train.csv (per-step rewards, advantages, KL, clipping, entropies, lengths: outputs in
 dvc.lock, nothing timing-dependent) and plots/grpo/speed.csv (rollout / reward / update seconds:
 no output, git-ignored). Resumes from the latest complete checkpoint in `grpo.checkpoint_dir`.
@@ -9,6 +10,7 @@ no output, git-ignored). Resumes from the latest complete checkpoint in `grpo.ch
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -42,6 +44,7 @@ from stages.training import (
 START = Path("models/sft")
 OUT = Path("models/grpo")
 METRICS = Path("metrics/grpo.json")
+SFT_METRICS = Path("metrics/sft.json")
 PLOTS = Path("plots/grpo")
 TIMING = ("rollout_s", "reward_s", "update_s")  # differ run to run: kept out of train.csv
 log = logging.getLogger("stages.grpo")
@@ -69,9 +72,10 @@ def main(params: Params) -> None:
     backend = make_backend(p, policy, total_steps=p.steps * p.updates, grad_accum=1, micro_batch=p.prompts * group)
     reference = load_policy(START, policy.device).eval().requires_grad_(False) if p.beta else None
     tags = vocabulary(inputs)
+    trained_on = params.rewards if p.reward_weights is None else params.rewards.model_copy(update={"weights": p.reward_weights})
 
     def reward(rollout: Rollout, samples: list[TrainSample]) -> RewardBatch:
-        return score_rollout(rollout, [truth(s, tags) for s in samples], params.rewards)
+        return score_rollout(rollout, [truth(s, tags) for s in samples], trained_on)
 
     def on_step(row: dict[str, float]) -> None:
         log.info(
@@ -96,7 +100,8 @@ def main(params: Params) -> None:
     def figures(model: Policy) -> dict:
         return evaluate_policy(model, evals, roll, group, params.rewards, constant, p.seed)
 
-    metrics = {"steps": state.step, "sft": figures(load_policy(START, trained.device)), "grpo": figures(trained)}
+    sft = sft_figures(params) or figures(load_policy(START, trained.device))
+    metrics = {"steps": state.step, "sft": sft, "grpo": figures(trained)}
     trained.record = (trained.record or TrainingRecord()).then("grpo", steps=state.step)
     with atomic_dir(OUT) as tmp:
         trained.save_pretrained(tmp)
@@ -109,6 +114,18 @@ def main(params: Params) -> None:
         sft["rewards"]["total"], grpo["rewards"]["total"], sft["psnr_y"]["expected"], grpo["psnr_y"]["expected"],
         sft["niqe"]["sampled"], grpo["niqe"]["sampled"],
     )  # fmt: skip
+
+
+def sft_figures(params: Params) -> dict | None:
+    """The SFT model's final val figures as the sft stage measured them, when it took them on the
+    same val samples with the same seed (rollout and rewards params are deps of both stages, and
+    the weights are its output): the very figures a second evaluation here would give. None: measure."""
+    s, p = params.sft, params.grpo
+    if not SFT_METRICS.is_file() or (s.eval_samples, s.seed) != (p.eval_samples, p.seed):
+        return None
+    final = dict(json.loads(SFT_METRICS.read_text()).get("final") or {})
+    final.pop("step", None)
+    return final or None
 
 
 def zero_stage(config: str) -> int | None:

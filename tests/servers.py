@@ -244,6 +244,8 @@ TINY_PIPELINE: dict[str, Any] = {
     "grpo.eval_samples": 1,
     "grpo.checkpoint_interval": 1,
     "grpo.workers": 0,
+    "evaluate.val_images": 3,
+    "evaluate.sheets": 2,
     "rollout.group_size": 2,
     "rollout.max_text_tokens": 16,  # an untrained policy runs every text block to its cap: keep it short
 }

@@ -258,3 +258,85 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path: Path) -> None:
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (1200, 1600) and pixels.std() > 10  # a rendered page, not a blank one
 
+
+
+# ------------------------------------------------------------------------------ the evaluate stage
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
+    """The evaluate stage run on a tiny project: its initial policy as models/sft and models/grpo,
+    a paired benchmark folder of two real photos and a folder of another method's outputs."""
+    import shutil
+
+    import yaml
+
+    from tests.test_grpo import grpo_project
+    from tests.test_sft import run_stage
+
+    root = grpo_project(tmp_path_factory.mktemp("stage"), tiny_parts)
+    shutil.copytree(root / "models/sft", root / "models/grpo")
+    for csv_file in ("plots/sft/train.csv", "plots/grpo/train.csv"):  # plots/sft/val.csv missing: that curve is left out
+        (root / csv_file).parent.mkdir(parents=True, exist_ok=True)
+        (root / csv_file).write_text("step,loss,reward,format_mean\n1,6.5,1.5,0.5\n2,6.25,1.75,0.75\n")
+    for name, box in (("astronaut", (0, 120, 64, 64)), ("coffee", (100, 200, 64, 64))):
+        gt, lr = gt_and_lr(name, box)
+        _save(root / f"photos/LR/{name}.png", lr)
+        _save(root / f"photos/HR/{name}.png", gt)
+        _save(root / f"others/nearest/photos/{name}.png", cv2.resize(lr, gt.shape[1::-1], interpolation=cv2.INTER_NEAREST))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["evaluate"].update(val_images=3, sheets=2, device="cpu", benchmarks=["photos"], methods={"nearest": "others/nearest"})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run_stage(root, "evaluate")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "val (3 images): PSNR-Y bicubic" in err and "photos (2 images)" in err
+    return root
+
+
+def test_stage_writes_the_table_per_benchmark_and_method(staged: Path) -> None:
+    from realsr_r1.config import load_params
+    from realsr_r1.release import lookup
+
+    metrics = json.loads((staged / "metrics/evaluate.json").read_text())
+    assert set(metrics) == {"val", "photos"}
+    val = metrics["val"]
+    assert val["images"] == 3 and set(val["skipped"].split(", ")) == set(DEEP)
+    assert set(val) - {"images", "skipped"} == {"bicubic", "tokenizer", "sft", "sft_sampled", "grpo", "grpo_sampled"}
+    for method in ("sft", "grpo_sampled"):
+        assert {"psnr", "ssim", "gmsd", "niqe", "piqe", "reward_format", "reward_total"} <= set(val[method])
+        assert not set(DEEP) & set(val[method])  # skipped: absent, never 0
+    assert "reward_total" not in val["bicubic"]
+    assert val["tokenizer"]["psnr"] > val["bicubic"]["psnr"]  # the GT's own codes beat any LR-only guess
+    assert val["sft"] == val["grpo"]  # the same weights, the same seeds: the same figures
+    photos = metrics["photos"]
+    assert photos["images"] == 2 and set(photos) - {"images", "skipped"} == {"bicubic", "tokenizer", "sft", "grpo", "nearest"}
+    # the publish gate's default key resolves to GRPO's PSNR-Y on val
+    key = load_params(staged / "params.yaml").publish.metric
+    assert lookup({"evaluate": metrics}, key) == val["grpo"]["psnr"]
+    rows = list(csv.DictReader(io.StringIO((staged / "reports/evaluate/val/per_image.csv").read_text())))
+    assert len(rows) == 3 * 6 and all(r["reward_total"] for r in rows if r["method"].startswith("grpo"))
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Chromium: {INSTALL_CHROMIUM}")
+def test_stage_report_shows_sheets_with_the_chain_and_the_curves(staged: Path, tmp_path: Path) -> None:
+    report = staged / "reports/evaluate/val/report.html"
+    probed = tmp_path / "probed.html"
+    probed.write_text(report.read_text().replace("</body>", _PROBE))
+    dom = _chromium(tmp_path, "--dump-dom", probed.as_uri()).stdout
+    for method in ("bicubic", "tokenizer", "sft", "sft_sampled", "grpo", "grpo_sampled"):
+        assert f'<tr data-method="{method}">' in dom
+    assert 'data-metric="reward_total"' in dom
+    imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,[^"]+" data-natural="(\d+)x(\d+)">', dom)
+    names = [i[0] for i in imgs]
+    assert len(names) == 2 + 2 and names[2:] == ["SFT train loss", "GRPO rewards"], names  # 2 sheets, then the curves
+    assert all(int(w) > 0 and int(h) > 0 for _, w, h in imgs)  # every image decoded
+    sheet = np.asarray(Image.open(staged / f"reports/evaluate/val/sheets/{names[0]}.png"))
+    # LR | bicubic | sft | grpo | GT in the first row; the captions under sft / grpo; grpo's 3 chain images below
+    assert sheet.shape[1] == 5 * 256 + 4 * 4 and sheet.shape[0] > 2 * (256 + 22)
+    # the folder benchmark's report: its own table, every sheet and curve decoded, nothing external
+    page = (staged / "reports/evaluate/photos/report.html").read_text()
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page)
+    probed.write_text(page.replace("</body>", _PROBE))
+    dom = _chromium(tmp_path, "--dump-dom", probed.as_uri()).stdout
+    assert all(f'<tr data-method="{m}">' in dom for m in ("bicubic", "tokenizer", "sft", "grpo", "nearest"))
+    imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,[^"]+" data-natural="(\d+)x(\d+)">', dom)
+    assert [i[0] for i in imgs] == ["astronaut", "coffee", "SFT train loss", "GRPO rewards"] and dom.count("<img") == 4

@@ -455,8 +455,8 @@ def _all_keys(sess: Session) -> dict[str, str]:
 
 
 def test_remote_deployment_clones_pulls_runs_pushes_and_records(session: Session, remote: Remote) -> None:
-    # a new commit that changes the policy: only init_policy, the sft and grpo trained from it (and the
-    # always-run stages) must run
+    # a new commit that changes the policy: only init_policy, the sft and grpo trained from it, their
+    # evaluation (and the always-run stages) must run
     set_params(session.repo, {"policy.dropout": 0.1})
     session.run("git", "commit", "-qam", "policy dropout 0.1")
     commit = session.run("git", "rev-parse", "HEAD").stdout.strip()
@@ -465,7 +465,7 @@ def test_remote_deployment_clones_pulls_runs_pushes_and_records(session: Session
     done, run = _remote_run(session, remote, commit)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:] + remote.worker.log.read_text()[-5000:]
     executed = session.stages_artifact(run["id"])
-    assert {k for k, v in executed.items() if v} == {"ingest", "init_policy", "sft", "grpo", "publish"}, executed
+    assert {k for k, v in executed.items() if v} == {"ingest", "init_policy", "sft", "grpo", "evaluate", "publish"}, executed
     # a fresh clone of that commit in the worker's folder, one per run
     [clone] = remote.clones()
     assert clone.name == f"realsr-r1-{run['id']}"

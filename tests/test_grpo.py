@@ -289,3 +289,20 @@ def test_stage_under_zero2_on_two_cpu_ranks(tmp_path, tiny_parts) -> None:
     start = load_file(str(root / "models/sft/backbone/model.safetensors"))
     assert a.keys() == start.keys() and any(not torch.equal(a[k], start[k]) for k in a)
     assert {"client-rank0.pt", "client-rank1.pt"} <= {p.name for p in (root / "checkpoints/grpo/step-0000002").iterdir()}
+
+
+def test_sft_figures_are_reused_only_for_the_same_samples_and_seed(tmp_path, monkeypatch) -> None:
+    import json
+
+    from realsr_r1.config import Params
+    from stages.grpo import sft_figures
+
+    monkeypatch.chdir(tmp_path)
+    assert sft_figures(Params()) is None  # no sft metrics: measured by the stage
+    final = {"rewards": {"total": 1.5}, "psnr_y": {"expected": 22.0}}
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/sft.json").write_text(json.dumps({"final": {"step": 150, **final}, "early": {"step": 25}}))
+    assert sft_figures(Params()) == final
+    other = Params.model_validate({"grpo": {"eval_samples": 8}})
+    assert sft_figures(other) is None
+    assert sft_figures(Params.model_validate({"sft": {"seed": 1}})) is None

@@ -42,13 +42,13 @@ def _repo(tmp: Path, bucket: str, **publish: object) -> Path:
     (tmp / "models/sft/model.safetensors").write_bytes(b"\x00" * 4096)
     (tmp / "models/sft/config.json").write_text('{"hidden_size": 8}')
     (tmp / "metrics").mkdir()
-    (tmp / "metrics/evaluate.json").write_text(json.dumps({"grpo": {"psnr_y": 20.0}}))
+    (tmp / "metrics/evaluate.json").write_text(json.dumps({"val": {"grpo": {"psnr": 20.0}}}))
     section = {
         "name": "tiny",
         "bucket": bucket,
         "artifacts": ["models/sft", "models/grpo", "params.yaml"],
         "metrics": ["metrics/evaluate.json"],
-        "metric": "evaluate.grpo.psnr_y",
+        "metric": "evaluate.val.grpo.psnr",
         **publish,
     }
     (tmp / "params.yaml").write_text(yaml.safe_dump({"publish": section}))
@@ -86,7 +86,7 @@ def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "published tiny@v1 (first release of this name)" in first.stderr
     card = (repo / "models/release/MODEL_CARD.md").read_text()
-    assert "# tiny" in card and "grpo.psnr_y" in card and "models/sft/model.safetensors" in card
+    assert "# tiny" in card and "val.grpo.psnr" in card and "models/sft/model.safetensors" in card
     assert "- Policy checkpoint: `models/sft`" in card
 
     store = ReleaseStore("rel", client)
@@ -98,7 +98,7 @@ def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
         "metrics/evaluate.json",
         "MODEL_CARD.md",
     }
-    assert rel.metrics == {"evaluate": {"grpo": {"psnr_y": 20.0}}}
+    assert rel.metrics == {"evaluate": {"val": {"grpo": {"psnr": 20.0}}}}
 
     # the same bundle again: nothing new, and the checkout's files are byte for byte the same
     before = {p: (repo / p).read_bytes() for p in ("metrics/publish.json", "models/release/MODEL_CARD.md")}
@@ -109,8 +109,8 @@ def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
     # same metric: held back; better metric: v2
     (repo / "models/sft/model.safetensors").write_bytes(b"\x01" * 4096)
     held = _publish(repo, s3.url)
-    assert held.returncode == 0 and "not published: evaluate.grpo.psnr_y 20 does not improve" in held.stderr
-    (repo / "metrics/evaluate.json").write_text(json.dumps({"grpo": {"psnr_y": 20.5}}))
+    assert held.returncode == 0 and "not published: evaluate.val.grpo.psnr 20 does not improve" in held.stderr
+    (repo / "metrics/evaluate.json").write_text(json.dumps({"val": {"grpo": {"psnr": 20.5}}}))
     better = _publish(repo, s3.url)
     assert better.returncode == 0 and "published tiny@v2" in better.stderr
     assert json.loads((repo / "metrics/publish.json").read_text())["candidate"] == 20.5
@@ -142,7 +142,7 @@ def test_publish_without_bucket_builds_bundle_only(s3: MotoS3, tmp_path: Path) -
         "files": 5,
         "bytes": sum(f.stat().st_size for f in (repo / "models/release").rglob("*") if f.is_file()),
         "policy_checkpoints": ["models/sft"],
-        "metric": "evaluate.grpo.psnr_y",
+        "metric": "evaluate.val.grpo.psnr",
         "candidate": 20.0,
     }
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from realsr_r1.data.images import PhotoError, read_photo, write_png
 from realsr_r1.evaluate.protocol import METRICS, MetricSet
+from realsr_r1.tokenizers.image import to_tensor, to_uint8
 from realsr_r1.unseen import bicubic_upscale
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,27 @@ def folder_method(folder: str | Path, problems: list[str]) -> Method:
     return run
 
 
+def tokenizer_method(tokenizer: Any, problems: list[str]) -> Method:
+    """The GT through the image tokenizer's own codes (given the LR): the ceiling of a model that
+    decodes through it. Paired benchmarks only; a size the tokenizer cannot take is one line."""
+
+    def run(pair: Pair, size: tuple[int, int]) -> np.ndarray | None:
+        if pair.hr is None:
+            return None
+        try:
+            return to_uint8(tokenizer.reconstruct(to_tensor(pair.hr), to_tensor(pair.lr)))[0]
+        except ValueError as err:
+            _problem(problems, f"tokenizer/{pair.name}: {err}, not scored")
+            return None
+
+    return run
+
+
+def outputs_method(outputs: dict[str, np.ndarray]) -> Method:
+    """Outputs made beforehand (e.g. one batched rollout of every photo), looked up by photo name."""
+    return lambda pair, size: outputs.get(pair.name)
+
+
 def policy_method(policy: Any, sampling: Any, decode: str, seed: int = 0, overlap: int = 4) -> Method:
     """A policy checkpoint through the tiled upscaler, with `decode` (expected | sample) image decoding."""
     import torch
@@ -172,11 +194,13 @@ def evaluate(
     metrics: MetricSet,
     crop_border: int = 0,
     progress: bool = True,
+    batch_size: int = 32,
 ) -> Result:
-    """Run every method on every pair and score its output; FID per method over the whole set."""
+    """Run every method on every pair, then score each method's outputs in batches of one size
+    (each metric runs once per batch); FID per method over the whole set."""
     problems = bench.problems
     outputs: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
-    rows = []
+    hrs = {p.name: p.hr for p in bench.pairs}
     bar = tqdm(total=len(bench.pairs) * len(methods), desc="evaluate", unit="image", disable=not progress)
     for pair in bench.pairs:
         size = (pair.lr.shape[0] * scale, pair.lr.shape[1] * scale)
@@ -184,16 +208,20 @@ def evaluate(
             bar.set_postfix_str(f"{method}: {pair.name}", refresh=False)
             out = run(pair, size)
             bar.update(1)
-            if out is None:
-                continue
-            outputs[method][pair.name] = out
-            try:
-                scores = metrics.score(out, pair.hr, crop_border, label=pair.name)
-            except ValueError as err:
-                _problem(problems, f"{method}/{pair.name}: {err}, not scored")
-                continue
-            rows.append({"method": method, "image": pair.name, **scores})
+            if out is not None:
+                outputs[method][pair.name] = out
     bar.close()
+    rows = []
+    for method, images in outputs.items():
+        by_size: dict[tuple[int, ...], list[str]] = {}
+        for name, image in images.items():
+            by_size.setdefault(image.shape, []).append(name)
+        for names in by_size.values():
+            for start in range(0, len(names), batch_size):
+                part = names[start : start + batch_size]
+                rows += _score(metrics, method, part, images, hrs if bench.paired else None, crop_border, problems)
+    order = {p.name: i for i, p in enumerate(bench.pairs)}
+    rows.sort(key=lambda r: (order[r["image"]], list(methods).index(r["method"])))
     for why, names in metrics.unscored.items():
         _problem(problems, f"{why}: not scored for {', '.join(names)}")
     ran = [m.name for m in metrics.active(bench.paired)]
@@ -206,6 +234,41 @@ def evaluate(
         means[method] = {k: means[method].get(k) for k in shown}
     skipped = {k: v for k, v in metrics.skipped.items() if k in shown}
     return Result(str(bench.root), bench.paired, crop_border, list(methods), shown, rows, means, skipped, problems, outputs)
+
+
+def add_scores(result: Result, method: str, scores: dict[str, dict[str, float]]) -> None:
+    """Scores a method brings itself (a policy's own rewards on the val shards), per image, into
+    the rows, the columns and the means; methods without them show none ("-")."""
+    keys = list(next(iter(scores.values()), {}))
+    result.metrics += [k for k in keys if k not in result.metrics]
+    for row in result.rows:
+        if row["method"] == method and row["image"] in scores:
+            row.update(scores[row["image"]])
+    for m in result.methods:
+        for k in keys:
+            result.means[m].setdefault(k, None)
+    result.means[method].update({k: _mean(s[k] for s in scores.values()) for k in keys})
+
+
+def _score(
+    metrics: MetricSet,
+    method: str,
+    names: list[str],
+    images: dict[str, np.ndarray],
+    hrs: dict[str, np.ndarray | None] | None,
+    crop_border: int,
+    problems: list[str],
+) -> list[dict[str, Any]]:
+    """Rows of one batch; when the batch fails, image by image, so only the bad ones are lost."""
+    gts = None if hrs is None else [hrs[n] for n in names]
+    try:
+        scores = metrics.score_batch([images[n] for n in names], gts, crop_border, names)
+    except ValueError as err:
+        if len(names) == 1:
+            _problem(problems, f"{method}/{names[0]}: {err}, not scored")
+            return []
+        return [row for n in names for row in _score(metrics, method, [n], images, hrs, crop_border, problems)]
+    return [{"method": method, "image": n, **row} for n, row in zip(names, scores, strict=True)]
 
 
 def _set_fid(metrics: MetricSet, outputs: dict[str, np.ndarray], gts: dict[str, np.ndarray]) -> float | None:

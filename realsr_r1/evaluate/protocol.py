@@ -60,7 +60,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("clipiqa", "CLIPIQA", True, False, PAPER_WEIGHTS["clipiqa"][0]),
     Metric("topiq", "TOPIQ", True, False, PAPER_WEIGHTS["topiq_nr"][0]),
 )
-BY_NAME = {m.name: m for m in METRICS}
+# the policy's own four rewards and their total: a method brings them itself (a policy on the val
+# shards, whose truth is known; `benchmark.add_scores`), MetricSet never computes them
+OWN: tuple[Metric, ...] = tuple(
+    Metric(f"reward_{k}", f"R-{k}", True, False) for k in ("format", "degradation", "understanding", "generation", "total")
+)
+BY_NAME = {m.name: m for m in (*METRICS, *OWN)}
 # deep metric -> (pyiqa name, options)
 _PYIQA: dict[str, tuple[str, dict]] = {
     "lpips": ("lpips", {}),
@@ -81,6 +86,15 @@ def crop(image: np.ndarray, border: int) -> np.ndarray:
     if min(image.shape[:2]) <= 2 * border:
         raise ValueError(f"crop border {border} leaves nothing of a {image.shape[1]}x{image.shape[0]} image")
     return image[border:-border, border:-border]
+
+
+def crop_nchw(images: torch.Tensor, border: int) -> torch.Tensor:
+    """`crop` for a float NCHW batch."""
+    if border == 0:
+        return images
+    if min(images.shape[-2:]) <= 2 * border:
+        raise ValueError(f"crop border {border} leaves nothing of a {images.shape[-1]}x{images.shape[-2]} image")
+    return images[..., border:-border, border:-border]
 
 
 def psnr_ssim_y(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0) -> tuple[float, float]:
@@ -127,45 +141,54 @@ class MetricSet:
         torch.hub.set_dir(str(self.weights_dir))
         download_util.DEFAULT_CACHE_DIR = str(Path(self.weights_dir) / "pyiqa")
 
-    def _deep(self, name: str, x: torch.Tensor, ref: torch.Tensor | None) -> float | None:
+    def _deep(self, name: str, x: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor | None:
         self._point_hub()
         pyiqa_name, opts = _PYIQA[name]
         try:
-            return float(pyiqa_scores(pyiqa_name, x, ref, **opts)[0])
+            return pyiqa_scores(pyiqa_name, x, ref, **opts)
         except Exception as err:  # noqa: BLE001 (a checkpoint that does not load: skipped, one line)
             self.skip(name, f"failed to load from {self.weights_dir}: {first_line(err)}")
             return None
 
     def score(self, pred: np.ndarray, gt: np.ndarray | None, crop_border: int = 0, label: str = "") -> dict[str, float | None]:
         """Every active metric of one uint8 RGB output (and its GT when there is one); `label` names the image."""
-        if gt is not None and pred.shape != gt.shape:
-            raise ValueError(f"output {pred.shape[1]}x{pred.shape[0]} differs from the GT {gt.shape[1]}x{gt.shape[0]}")
-        x = to_tensor([pred])
-        ref = None if gt is None else to_tensor([gt])
-        compute: dict[str, Callable[[], float | None]] = {
-            "ms_ssim": lambda: self._ms_ssim(x, ref, label),
-            "gmsd": lambda: float(pyiqa_scores("gmsd", x, ref)[0]),
-            "niqe": lambda: float(niqe(x)[0]),
-            "piqe": lambda: float(pyiqa_scores("piqe", x)[0]),
-        }
-        out: dict[str, float | None] = {}
-        psnr_ssim = None
-        for m in self.active(gt is not None):
-            if m.name in ("psnr", "ssim"):
-                psnr_ssim = psnr_ssim or psnr_ssim_y(pred, gt, crop_border)
-                out[m.name] = psnr_ssim[m.name == "ssim"]
-            elif m.name in compute:
-                out[m.name] = compute[m.name]()
-            else:
-                out[m.name] = self._deep(m.name, x, ref if m.full_reference else None)
-        return {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in out.items() if k not in self.skipped}
+        return self.score_batch([pred], None if gt is None else [gt], crop_border, [label])[0]
 
-    def _ms_ssim(self, x: torch.Tensor, ref: torch.Tensor, label: str) -> float | None:
+    def score_batch(
+        self, preds: list[np.ndarray], gts: list[np.ndarray] | None, crop_border: int = 0, labels: list[str] | None = None
+    ) -> list[dict[str, float | None]]:
+        """`score` for many outputs of one size at once: each metric runs once on the stacked batch
+        (pyiqa metrics take NCHW batches), which is what makes a benchmark fast."""
+        labels = labels or [""] * len(preds)
+        if len({p.shape for p in preds}) > 1:
+            raise ValueError(f"a batch holds outputs of one size, got {sorted({p.shape[:2] for p in preds})}")
+        for pred, gt in zip(preds, gts or [], strict=False):
+            if pred.shape != gt.shape:
+                raise ValueError(f"output {pred.shape[1]}x{pred.shape[0]} differs from the GT {gt.shape[1]}x{gt.shape[0]}")
+        x = to_tensor(list(preds))
+        ref = None if gts is None else to_tensor(list(gts))
+        compute: dict[str, Callable[[], torch.Tensor | None]] = {
+            "psnr": lambda: pyiqa_scores("psnry", *(crop_nchw(t, crop_border) for t in (x, ref)), color_space="ycbcr"),
+            "ssim": lambda: pyiqa_scores("ssim", *(crop_nchw(t, crop_border) for t in (x, ref)), color_space="ycbcr"),
+            "ms_ssim": lambda: self._ms_ssim(x, ref, labels),
+            "gmsd": lambda: pyiqa_scores("gmsd", x, ref),
+            "niqe": lambda: niqe(x),
+            "piqe": lambda: pyiqa_scores("piqe", x),
+        }
+        columns: dict[str, list[float | None]] = {}
+        for m in self.active(gts is not None):
+            fn = compute.get(m.name) or (lambda m=m: self._deep(m.name, x, ref if m.full_reference else None))
+            values = fn()
+            columns[m.name] = [None] * len(preds) if values is None else [float(v) for v in values]
+        clean = lambda v: None if v is None or not np.isfinite(v) else v
+        return [{k: clean(col[i]) for k, col in columns.items() if k not in self.skipped} for i in range(len(preds))]
+
+    def _ms_ssim(self, x: torch.Tensor, ref: torch.Tensor, labels: list[str]) -> torch.Tensor | None:
         if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
             images = self.unscored.setdefault(f"MS-SSIM needs both sides >= {MS_SSIM_MIN_SIDE} px", [])
-            images += [label] if label not in images else []
+            images += [label for label in labels if label not in images]
             return None
-        return float(pyiqa_scores("ms_ssim", x, ref, color_space="ycbcr")[0])
+        return pyiqa_scores("ms_ssim", x, ref, color_space="ycbcr")
 
     def fid(self, outputs: Path, gts: Path) -> float | None:
         """FID between a folder of outputs and one of GTs (None when skipped)."""

@@ -9,6 +9,8 @@ import base64
 import csv
 import html
 import io
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from realsr_r1.evaluate.protocol import BY_NAME
 
 PANEL = 256  # longest side of a sheet panel, px
 LABEL_H = 22
+CAPTION_LINES, CAPTION_LINE_H = 9, 13
 
 
 def _panel(image: np.ndarray, label: str, height: int, width: int) -> Image.Image:
@@ -32,29 +35,101 @@ def _panel(image: np.ndarray, label: str, height: int, width: int) -> Image.Imag
     return canvas
 
 
-def comparison_sheet(panels: list[tuple[str, np.ndarray]], panel: int = PANEL) -> np.ndarray:
-    """Side by side, each labelled: e.g. LR | bicubic | model | GT, all shown at one size."""
+def _caption(text: str, width: int) -> Image.Image:
+    """Text wrapped to `width` px under a panel (the model's degradation text and understanding)."""
+    font = ImageFont.load_default(size=11)
+    chars = max(8, width // 6)
+    lines = [line for para in text.splitlines() for line in textwrap.wrap(para, chars) or [""]][:CAPTION_LINES]
+    canvas = Image.new("RGB", (width, CAPTION_LINE_H * CAPTION_LINES + 4), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((4, 2 + i * CAPTION_LINE_H), line, fill="#333", font=font)
+    return canvas
+
+
+def comparison_sheet(
+    panels: list[tuple[str, np.ndarray]],
+    panel: int = PANEL,
+    captions: dict[str, str] | None = None,
+    second_row: list[tuple[str, np.ndarray]] | None = None,
+) -> np.ndarray:
+    """Side by side, each labelled: e.g. LR | bicubic | model | GT, all shown at one size; text
+    under the panels `captions` names; `second_row` (e.g. the model's chain images) below."""
     h, w = panels[-1][1].shape[:2]
     f = panel / max(h, w)
     ph, pw = max(1, round(h * f)), max(1, round(w * f))
     gap = 4
-    sheet = Image.new("RGB", (len(panels) * (pw + gap) - gap, ph + LABEL_H), "white")
-    for i, (label, image) in enumerate(panels):
-        sheet.paste(_panel(image, label, ph, pw), (i * (pw + gap), 0))
+    rows = [[_panel(image, label, ph, pw) for label, image in panels]]
+    if captions:
+        rows[0] = [_stack(p, _caption(captions[label], pw)) if label in captions else p for p, (label, _) in zip(rows[0], panels)]
+    if second_row:
+        rows.append([_panel(image, label, ph, pw) for label, image in second_row])
+    width = max(len(r) for r in rows) * (pw + gap) - gap
+    heights = [max(p.height for p in r) for r in rows]
+    sheet = Image.new("RGB", (width, sum(heights) + gap * (len(rows) - 1)), "white")
+    top = 0
+    for r, height in zip(rows, heights, strict=True):
+        for i, p in enumerate(r):
+            sheet.paste(p, (i * (pw + gap), top))
+        top += height + gap
     return np.asarray(sheet)
 
 
-def sheets(result: Result, lrs: dict[str, np.ndarray], hrs: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
-    """One sheet per photo scored by every method: LR | each method | GT (when there is one)."""
+def _stack(top: Image.Image, bottom: Image.Image) -> Image.Image:
+    canvas = Image.new("RGB", (top.width, top.height + bottom.height), "white")
+    canvas.paste(top, (0, 0))
+    canvas.paste(bottom, (0, top.height))
+    return canvas
+
+
+@dataclass(frozen=True)
+class SheetSpec:
+    """What a benchmark's sheets show: which methods, text under some of them, a second row per photo."""
+
+    methods: list[str] | None = None  # None: every method of the result
+    captions: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> photo -> text
+    second_rows: dict[str, list[tuple[str, np.ndarray]]] = field(default_factory=dict)  # photo -> panels
+    limit: int | None = None  # at most this many sheets
+
+
+def sheets(
+    result: Result, lrs: dict[str, np.ndarray], hrs: dict[str, np.ndarray | None], spec: SheetSpec = SheetSpec()
+) -> dict[str, np.ndarray]:
+    """One sheet per photo scored by every shown method: LR | each method | GT (when there is one)."""
     out = {}
+    methods = spec.methods or result.methods
     for name, lr in lrs.items():
-        if not all(name in result.outputs.get(m, {}) for m in result.methods):
+        if spec.limit is not None and len(out) >= spec.limit:
+            break
+        if not all(name in result.outputs.get(m, {}) for m in methods):
             continue
-        panels = [("LR", lr), *((m, result.outputs[m][name]) for m in result.methods)]
+        panels = [("LR", lr), *((m, result.outputs[m][name]) for m in methods)]
         if hrs.get(name) is not None:
             panels.append(("GT", hrs[name]))
-        out[name] = comparison_sheet(panels)
+        captions = {m: texts[name] for m, texts in spec.captions.items() if name in texts}
+        out[name] = comparison_sheet(panels, captions=captions, second_row=spec.second_rows.get(name))
     return out
+
+
+def curve_png(title: str, x: list[float], series: dict[str, list[float]], xlabel: str = "step") -> np.ndarray:
+    """A training curve as an RGB image (matplotlib, no display), for the self-contained report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    for label, ys in series.items():
+        ax.plot(x, ys, label=label, linewidth=1.4)
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
 
 
 def _data_uri(image: np.ndarray) -> str:
@@ -91,13 +166,19 @@ def table_html(result: Result) -> str:
     return f'<table id="metrics"><thead><tr><th>method</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def report_html(result: Result, sheet_images: dict[str, np.ndarray], title: str = "RealSR-R1 evaluation") -> str:
+def report_html(
+    result: Result, sheet_images: dict[str, np.ndarray], title: str = "RealSR-R1 evaluation", curves: dict[str, np.ndarray] | None = None
+) -> str:
     """The whole report as one HTML string: no external file, stylesheet or script."""
     skipped = "".join(f"<li><b>{html.escape(BY_NAME[k].label)}</b>: {html.escape(v)}</li>" for k, v in result.skipped.items())
     problems = "".join(f"<li>{html.escape(p)}</li>" for p in result.problems)
     figures = "".join(
         f'<figure><img alt="{html.escape(name)}" src="{_data_uri(img)}"><figcaption>{html.escape(name)}</figcaption></figure>'
         for name, img in sheet_images.items()
+    )
+    plots = "".join(
+        f'<figure class="curve"><img alt="{html.escape(name)}" src="{_data_uri(img)}"><figcaption>{html.escape(name)}</figcaption></figure>'
+        for name, img in (curves or {}).items()
     )
     kind = "paired (LR and HR)" if result.paired else "LR only: no-reference metrics"
     images = len({r["image"] for r in result.rows})
@@ -110,6 +191,7 @@ th, td {{ border-bottom: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 thead th {{ border-bottom: 2px solid #333; }} tbody th {{ text-align: left; }}
 td.skipped {{ color: #999; font-style: italic; }}
 figure {{ margin: 1em 0; }} img {{ image-rendering: pixelated; max-width: 100%; }}
+figure.curve {{ display: inline-block; margin-right: 1em; }} figure.curve img {{ image-rendering: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Benchmark <code>{html.escape(result.benchmark)}</code>, {kind}, {images} images. PSNR and SSIM on Y
@@ -119,14 +201,23 @@ figure {{ margin: 1em 0; }} img {{ image-rendering: pixelated; max-width: 100%; 
 {f"<h2>Not scored</h2><ul id='problems'>{problems}</ul>" if problems else ""}
 <h2>Comparison sheets</h2>
 {figures}
+{f"<h2>Training curves</h2>{plots}" if plots else ""}
 </body></html>
 """
 
 
-def write_report(result: Result, out: str | Path, lrs: dict[str, np.ndarray], hrs: dict[str, np.ndarray | None]) -> list[Path]:
+def write_report(
+    result: Result,
+    out: str | Path,
+    lrs: dict[str, np.ndarray],
+    hrs: dict[str, np.ndarray | None],
+    spec: SheetSpec = SheetSpec(),
+    curves: dict[str, np.ndarray] | None = None,
+    title: str = "RealSR-R1 evaluation",
+) -> list[Path]:
     """metrics.json, per_image.csv, sheets/<photo>.png and report.html under `out`; returns the paths."""
     out = Path(out)
-    sheet_images = sheets(result, lrs, hrs)
+    sheet_images = sheets(result, lrs, hrs, spec)
     written = [out / "metrics.json", out / "per_image.csv", out / "report.html"]
     write_json(written[0], result.as_dict())
     buf = io.StringIO()
@@ -137,7 +228,7 @@ def write_report(result: Result, out: str | Path, lrs: dict[str, np.ndarray], hr
         cells = ["skipped" if k in result.skipped else "" if row.get(k) is None else repr(row[k]) for k in per_image]
         writer.writerow([row["method"], row["image"], *cells])
     write_text(written[1], buf.getvalue())
-    write_text(written[2], report_html(result, sheet_images))
+    write_text(written[2], report_html(result, sheet_images, title, curves))
     for name, img in sheet_images.items():
         write_bytes(out / "sheets" / f"{name}.png", encode_png(img))
         written.append(out / "sheets" / f"{name}.png")

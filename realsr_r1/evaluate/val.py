@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from realsr_r1.config import RewardParams
-from realsr_r1.policy.interface import Policy, Sampling
+from realsr_r1.policy.interface import Policy, Rollout, Sampling
 from realsr_r1.quality import quality_y
 from realsr_r1.rewards.degradation import degradation_reward
 from realsr_r1.rewards.niqe import niqe
@@ -61,9 +61,30 @@ def decoding(policy: Policy, mode: str) -> Iterator[None]:
         tokenizer.config = before
 
 
-def _final_images(policy: Policy, samples: Sequence[EvalSample], sampling: Sampling, group: int, seed: int, batch: int):
-    """One rollout of every sample (`group` each); per row the final image of the drawn codes and
-    of expected decoding (bicubic where the sample did not finish it)."""
+@dataclass
+class PolicyOutputs:
+    """One rollout of every sample: the rollouts with their truths, and per row the final image of
+    the drawn codes and of expected decoding (bicubic where the sample did not finish it)."""
+
+    rollouts: list[tuple[Rollout, list[Truth]]]
+    sampled: list[np.ndarray]
+    expected: list[np.ndarray]
+    missing: int  # rows whose final image is bicubic's
+
+    def rewards(self, params: RewardParams) -> dict[str, list[float]]:
+        """Each reward and the weighted total, per row in sample order."""
+        scores: dict[str, list[float]] = {k: [] for k in (*REWARDS, "total")}
+        for rollout, truths in self.rollouts:
+            batch = score_rollout(rollout, truths, params)
+            for key in REWARDS:
+                scores[key] += batch.rewards[key].tolist()
+            scores["total"] += batch.total.tolist()
+        return scores
+
+
+def final_images(policy: Policy, samples: Sequence[EvalSample], sampling: Sampling, group: int, seed: int, batch: int) -> PolicyOutputs:
+    """Roll out every sample `group` times, `batch` prompts per rollout (seeded by position, so
+    the figures do not depend on the batch size's remainder), keeping both decodings."""
     rollouts, sampled, expected, missing = [], [], [], 0
     with decoding(policy, "sample"), torch.no_grad():
         for start in range(0, len(samples), batch):
@@ -80,7 +101,7 @@ def _final_images(policy: Policy, samples: Sequence[EvalSample], sampling: Sampl
                     fallback = to_uint8(bicubic(to_tensor(sample.lr), sample.truth.gt.shape[:2]))[0]
                     sampled.append(fallback)
                     expected.append(fallback)
-    return rollouts, sampled, expected, missing
+    return PolicyOutputs(rollouts, sampled, expected, missing)
 
 
 def evaluate_policy(
@@ -96,27 +117,21 @@ def evaluate_policy(
     """The val figures of `policy` (a JSON-able dict); see the module docstring."""
     was_training = policy.training
     policy.eval()
-    rollouts, sampled, expected, missing = _final_images(policy, samples, sampling, group_size, seed, batch_size)
-    scores = {k: [] for k in (*REWARDS, "total")}
-    parsed = truncated = 0
-    for rollout, truths in rollouts:
-        batch = score_rollout(rollout, truths, rewards)
-        for key in REWARDS:
-            scores[key] += batch.rewards[key].tolist()
-        scores["total"] += batch.total.tolist()
-        parsed += sum(c is not None for c in rollout.chains)
-        truncated += int(rollout.truncated.sum())
+    outputs = final_images(policy, samples, sampling, group_size, seed, batch_size)
+    scores = outputs.rewards(rewards)
+    parsed = sum(c is not None for r, _ in outputs.rollouts for c in r.chains)
+    truncated = sum(int(r.truncated.sum()) for r, _ in outputs.rollouts)
     gts = [s.truth.gt for s in samples for _ in range(group_size)]
     lr = to_tensor([s.lr for s in samples])
     gt_t = to_tensor([s.truth.gt for s in samples])
     tokenizer = policy.image_tokenizer
-    ceiling = to_uint8(tokenizer.decode(tokenizer.encode(gt_t, lr), lr))
+    ceiling = to_uint8(tokenizer.reconstruct(gt_t, lr))
     bicubic_images = to_uint8(bicubic(lr, tuple(gt_t.shape[-2:])))
     only_gt = [s.truth.gt for s in samples]
     psnr, ssim, quality = {}, {}, {}
     for name, images, truth in (
-        ("sampled", sampled, gts),
-        ("expected", expected, gts),
+        ("sampled", outputs.sampled, gts),
+        ("expected", outputs.expected, gts),
         ("bicubic", list(bicubic_images), only_gt),
         ("tokenizer", list(ceiling), only_gt),
     ):
@@ -132,7 +147,7 @@ def evaluate_policy(
         "niqe": quality,
         "parsed": parsed / rows,
         "truncated": truncated / rows,
-        "final_missing": missing / rows,
+        "final_missing": outputs.missing / rows,
         "rows": rows,
     }
 

@@ -175,6 +175,11 @@ class ImageTokenizer(ABC):
         """(N, h, w) codes (+ the LR when residual) -> (N, 3, h*f, w*f) in [0, 1]."""
         return self.from_target(self.decode_target(codes), lr)
 
+    def reconstruct(self, images: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
+        """The images through their own codes: the best any model decoding through this tokenizer
+        can do (the ceiling the evaluation reports)."""
+        return self.decode(self.encode(images, lr), lr)
+
     @torch.no_grad()
     def decode_expected(self, probs: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the expected target under per-position code probabilities (N, h, w, K)."""
