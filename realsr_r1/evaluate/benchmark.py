@@ -223,7 +223,8 @@ def evaluate(
     order = {p.name: i for i, p in enumerate(bench.pairs)}
     rows.sort(key=lambda r: (order[r["image"]], list(methods).index(r["method"])))
     for why, names in metrics.unscored.items():
-        _problem(problems, f"{why}: not scored for {', '.join(names)}")
+        shown = ", ".join(names) if len(names) <= 5 else f"{len(names)} images ({', '.join(names[:3])}, ...)"
+        _problem(problems, f"{why}: not scored for {shown}")
     ran = [m.name for m in metrics.active(bench.paired)]
     means = {method: {k: _mean(r.get(k) for r in rows if r["method"] == method) for k in ran} for method in methods}
     if bench.paired and "fid" not in metrics.skipped:

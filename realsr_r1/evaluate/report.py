@@ -96,13 +96,13 @@ def sheets(
     result: Result, lrs: dict[str, np.ndarray], hrs: dict[str, np.ndarray | None], spec: SheetSpec = SheetSpec()
 ) -> dict[str, np.ndarray]:
     """One sheet per photo scored by every shown method: LR | each method | GT (when there is one)."""
-    out = {}
     methods = spec.methods or result.methods
-    for name, lr in lrs.items():
-        if spec.limit is not None and len(out) >= spec.limit:
-            break
-        if not all(name in result.outputs.get(m, {}) for m in methods):
-            continue
+    names = [n for n in lrs if all(n in result.outputs.get(m, {}) for m in methods)]
+    if spec.limit is not None and len(names) > spec.limit:  # spread over the benchmark, not its first photo's crops
+        names = [names[i * len(names) // spec.limit] for i in range(spec.limit)]
+    out = {}
+    for name in names:
+        lr = lrs[name]
         panels = [("LR", lr), *((m, result.outputs[m][name]) for m in methods)]
         if hrs.get(name) is not None:
             panels.append(("GT", hrs[name]))
@@ -190,13 +190,14 @@ table {{ border-collapse: collapse; }}
 th, td {{ border-bottom: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 thead th {{ border-bottom: 2px solid #333; }} tbody th {{ text-align: left; }}
 td.skipped {{ color: #999; font-style: italic; }}
+div.scroll {{ overflow-x: auto; }} thead th {{ white-space: nowrap; }}
 figure {{ margin: 1em 0; }} img {{ image-rendering: pixelated; max-width: 100%; }}
 figure.curve {{ display: inline-block; margin-right: 1em; }} figure.curve img {{ image-rendering: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Benchmark <code>{html.escape(result.benchmark)}</code>, {kind}, {images} images. PSNR and SSIM on Y
 (BT.601), {result.crop_border} px cropped at each edge. &uarr; higher is better, &darr; lower; best in bold.</p>
-{table_html(result)}
+<div class="scroll">{table_html(result)}</div>
 {f"<h2>Skipped metrics</h2><ul id='skipped'>{skipped}</ul>" if skipped else ""}
 {f"<h2>Not scored</h2><ul id='problems'>{problems}</ul>" if problems else ""}
 <h2>Comparison sheets</h2>
