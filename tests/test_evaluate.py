@@ -340,3 +340,20 @@ def test_stage_report_shows_sheets_with_the_chain_and_the_curves(staged: Path, t
     assert all(f'<tr data-method="{m}">' in dom for m in ("bicubic", "tokenizer", "sft", "grpo", "nearest"))
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,[^"]+" data-natural="(\d+)x(\d+)">', dom)
     assert [i[0] for i in imgs] == ["astronaut", "coffee", "SFT train loss", "GRPO rewards"] and dom.count("<img") == 4
+
+
+@pytest.mark.parametrize("size", [(64, 64), (161, 170), (203, 317)])
+def test_separable_ssim_and_ms_ssim_equal_pyiqa(size: tuple[int, int]) -> None:
+    from realsr_r1.evaluate.ssim import ms_ssim_y, ssim_y
+    from realsr_r1.rewards.generation import pyiqa_scores
+    from realsr_r1.tokenizers.image import to_tensor
+
+    h, w = size
+    gt = [np.ascontiguousarray(skimage.data.astronaut()[:h, :w]), np.ascontiguousarray(skimage.data.coffee()[:h, :w])]
+    noisy = [np.clip(cv2.GaussianBlur(g, (5, 5), 1.5) + np.random.default_rng(0).normal(0, 8, g.shape), 0, 255) for g in gt]
+    x, ref = to_tensor([n.astype(np.uint8) for n in noisy]), to_tensor(gt)
+    theirs = pyiqa_scores("ssim", x, ref, color_space="ycbcr")
+    assert torch.allclose(ssim_y(x, ref), theirs, atol=1e-6) and float(theirs.min()) < 0.9  # far from trivial
+    assert torch.allclose(ssim_y(ref, ref), torch.ones(2, dtype=torch.float64))
+    if min(h, w) >= 161:  # odd sides: pyiqa's padded pooling between scales
+        assert torch.allclose(ms_ssim_y(x, ref), pyiqa_scores("ms_ssim", x, ref, color_space="ycbcr"), atol=1e-6)

