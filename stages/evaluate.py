@@ -38,7 +38,7 @@ from realsr_r1.train.data import (
     shard_keys,
     shard_urls,
 )
-from realsr_r1.vlcot import IMAGE_BLOCKS
+from realsr_r1.vlcot import IMAGE_BLOCKS, VLCoT
 from stages.common import UsageError, run_stage
 from stages.training import ANNOTATIONS, truth
 
@@ -162,7 +162,7 @@ def val_samples(params: Params) -> tuple[list[str], list[EvalSample]]:
     return [s.key for s in val], [EvalSample(s.lr, truth(s, tags)) for s in val]
 
 
-def caption(chain: object) -> str:
+def caption(chain: VLCoT | None) -> str:
     """The model's degradation text and rough understanding, as shown under its image."""
     if chain is None:
         return "(chain not finished or not parsable)"

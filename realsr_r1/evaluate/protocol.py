@@ -24,7 +24,6 @@ import torch
 
 from realsr_r1.errors import first_line
 from realsr_r1.evaluate.ssim import ms_ssim_y, ssim_y
-from realsr_r1.quality import quality_y
 from realsr_r1.rewards.generation import PAPER_WEIGHTS, pyiqa_scores
 from realsr_r1.rewards.niqe import niqe
 from realsr_r1.tokenizers.image import to_tensor
@@ -99,11 +98,18 @@ def crop_nchw(images: torch.Tensor, border: int) -> torch.Tensor:
     return images[..., border:-border, border:-border]
 
 
+def psnr_y(x: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
+    """PSNR (dB) on Y per image of NCHW batches in [0, 1], `crop_border` px dropped per edge."""
+    return pyiqa_scores("psnry", crop_nchw(x, crop_border), crop_nchw(ref, crop_border), color_space="ycbcr")
+
+
 def psnr_ssim_y(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0) -> tuple[float, float]:
-    """PSNR (dB) and SSIM on Y of one uint8 RGB image against its GT, `crop_border` px dropped per edge."""
+    """PSNR (dB) and SSIM on Y of one uint8 RGB image against its GT, `crop_border` px dropped per
+    edge: the computation `MetricSet` runs on a batch."""
     if pred.shape != gt.shape:
         raise ValueError(f"images differ in size: {pred.shape} vs {gt.shape}")
-    return quality_y([crop(pred, crop_border)], [crop(gt, crop_border)])
+    x, ref = to_tensor([pred]), to_tensor([gt])
+    return float(psnr_y(x, ref, crop_border)[0]), float(ssim_y(crop_nchw(x, crop_border), crop_nchw(ref, crop_border))[0])
 
 
 @dataclass
@@ -170,7 +176,7 @@ class MetricSet:
         x = to_tensor(list(preds))
         ref = None if gts is None else to_tensor(list(gts))
         compute: dict[str, Callable[[], torch.Tensor | None]] = {
-            "psnr": lambda: pyiqa_scores("psnry", *(crop_nchw(t, crop_border) for t in (x, ref)), color_space="ycbcr"),
+            "psnr": lambda: psnr_y(x, ref, crop_border),
             "ssim": lambda: ssim_y(*(crop_nchw(t, crop_border) for t in (x, ref))),
             "ms_ssim": lambda: self._ms_ssim(x, ref, labels),
             "gmsd": lambda: pyiqa_scores("gmsd", x, ref),
