@@ -29,7 +29,7 @@ import torch
 
 from realsr_r1.config import Params, load_params
 from realsr_r1.policy.interface import TEACHER_FORCING, Policy, SequenceBatch
-from realsr_r1.policy.tiny import load_policy
+from realsr_r1.policy.loading import load_policy
 from realsr_r1.train.backend import OptimConfig, build_backend
 from realsr_r1.train.data import ShardStream, load_annotations, shard_keys, shard_urls
 from realsr_r1.train.sft import batch_tokens, sft_loss, teacher_batch
@@ -86,7 +86,7 @@ def trainer_rate(policy: Policy, batches: list[SequenceBatch], params: Params, w
     class Clock(TrainerCallback):
         times: list[float] = []
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003
+        def on_step_end(self, args, state, control, **kwargs):
             self.times.append(time.perf_counter())
 
     class Batches(torch.utils.data.Dataset):

@@ -54,8 +54,9 @@ from flows.dvc import StageError, TransientStageError, check, first_error, run_d
 from flows.ledger import already_pushed, record_push
 from flows.runs import apply_latest_record, check_reachable, dvc_remote, git, record_run
 from realsr_r1.atomic import write_bytes
-from realsr_r1.config import DASK_ENV, ParamsError, load_params
+from realsr_r1.config import DASK_ENV, ParamsError
 from realsr_r1.errors import first_line
+from realsr_r1.presets import set_args, validate
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 MAX_INLINE_IMAGE = 2 * 1024 * 1024  # bytes; larger images are referenced by path instead
@@ -203,15 +204,8 @@ def run_stage(
 
 def _set_params(repo: Path, overrides: dict[str, Any]) -> list[str]:
     """Validate `{"grpo.beta": 0.04}`-style overrides against the schema; render them for `dvc -S`."""
-    nested: dict[str, Any] = {}
-    for dotted, value in overrides.items():
-        node = nested
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    load_params(repo / "params.yaml", nested)  # ParamsError names the bad key
-    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+    validate(repo / "params.yaml", overrides)  # ParamsError names the bad key
+    return set_args(overrides)
 
 
 @contextmanager

@@ -312,7 +312,8 @@ class TokenizerParams(Section):
 
 
 class PolicyParams(Section):
-    backbone: Literal["tiny_llama"] = "tiny_llama"
+    backbone: Literal["tiny_llama", "janus"] = "tiny_llama"
+    path: str | None = None  # janus: a local Janus-Pro folder; the size keys below are the tiny Llama's
     hidden_size: Annotated[int, Field(ge=8)] = 256
     num_layers: Annotated[int, Field(ge=1)] = 4
     num_heads: Annotated[int, Field(ge=1)] = 4
@@ -328,6 +329,8 @@ class PolicyParams(Section):
     def _heads(self) -> PolicyParams:
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
+        if self.backbone == "janus" and not self.path:
+            raise ValueError("backbone 'janus' needs policy.path (a local Janus-Pro folder)")
         return self
 
 

@@ -129,7 +129,7 @@ WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
 NO_POLICY = "none (this bundle holds no trained policy; it is not a usable super-resolution model)"
 
 
-POLICY_CONFIG = "policy.json"  # a realsr policy folder's config (realsr_r1.policy.tiny.CONFIG_FILE)
+POLICY_CONFIG = "policy.json"  # a realsr policy folder's config (realsr_r1.policy.loading.CONFIG_FILE)
 
 
 def checkpoints(files: list[str]) -> list[str]:

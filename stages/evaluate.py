@@ -26,8 +26,8 @@ from realsr_r1.evaluate.protocol import MetricSet
 from realsr_r1.evaluate.report import SheetSpec, curve_png, write_report
 from realsr_r1.evaluate.val import EvalSample, PolicyOutputs, final_images
 from realsr_r1.policy.interface import Policy, Sampling
+from realsr_r1.policy.loading import load_policy
 from realsr_r1.policy.settings import resolve_device, sampling
-from realsr_r1.policy.tiny import load_policy
 from realsr_r1.rewards.scoring import REWARDS
 from realsr_r1.rewards.understanding import tag_vocabulary
 from realsr_r1.train.data import (

@@ -20,9 +20,9 @@ from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
 from realsr_r1.evaluate.val import evaluate_policy
 from realsr_r1.policy.interface import Policy, Rollout
+from realsr_r1.policy.loading import load_policy
 from realsr_r1.policy.record import TrainingRecord
 from realsr_r1.policy.settings import sampling
-from realsr_r1.policy.tiny import load_policy
 from realsr_r1.rewards.scoring import RewardBatch, score_rollout
 from realsr_r1.train.checkpoint import CheckpointError
 from realsr_r1.train.curves import write_csv

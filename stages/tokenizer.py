@@ -21,8 +21,7 @@ from tqdm import tqdm
 from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
 from realsr_r1.data.shards import read_records, read_samples
-from realsr_r1.annotate.records import read_records as read_annotations
-from realsr_r1.tokenizers.corpus import record_texts, text_corpus
+from realsr_r1.tokenizers.corpus import block_texts, text_corpus
 from realsr_r1.tokenizers.factory import save_image_tokenizer
 from realsr_r1.tokenizers.fit import (
     ChainImages,
@@ -67,8 +66,7 @@ def main(params: Params) -> None:
     t = params.tokenizer.text
     text_tokenizer = train_text_tokenizer(corpus, t.vocab_size, t.min_frequency, t.max_grid)
     # saved with the tokenizer: `rollout.max_text_tokens: auto` caps text blocks just above it
-    block_texts = (text for path in annotation_files for text in record_texts(read_annotations(path)))
-    longest = record_longest_block(text_tokenizer, [*block_texts, *degradation_texts])
+    longest = record_longest_block(text_tokenizer, block_texts(annotation_files, degradation_texts))
     log.info("longest text block: %d tokens", longest)
 
     with atomic_dir(OUT) as tmp:

@@ -12,8 +12,8 @@ from realsr_r1.annotate.records import AnnotationRecord
 from realsr_r1.config import EngineParams, Params
 from realsr_r1.evaluate.val import EvalSample, most_frequent
 from realsr_r1.policy.interface import Policy
+from realsr_r1.policy.loading import load_policy
 from realsr_r1.policy.settings import resolve_device
-from realsr_r1.policy.tiny import load_policy
 from realsr_r1.rewards.scoring import Truth
 from realsr_r1.rewards.understanding import tag_vocabulary
 from realsr_r1.train.backend import Backend, OptimConfig, build_backend
@@ -71,7 +71,7 @@ def load_trainable(p: EngineParams, start: Path) -> Policy:
     policy = load_policy(start, resolve_device(p.device))
     set_dropout(policy, p.dropout)
     if p.gradient_checkpointing:
-        policy.backbone.gradient_checkpointing_enable()
+        policy.gradient_checkpointing_enable()
     return policy
 
 

@@ -122,3 +122,24 @@ def tiny_policy_checkpoint(root, tiny_parts, max_text_tokens: int):
     assert res.exit_code == 0, res.output
     assert "M parameters" in res.output
     return root / "policy", root / "params.yaml"
+
+
+def ragged(prompts, cut: list[int], pad: int):
+    """Row i loses `cut[i]` prompt tokens after bos, so the prompts differ in length: all of them
+    left-padded into one batch with a mask, and each alone, unpadded."""
+    import torch
+
+    from realsr_r1.policy.interface import PromptBatch
+
+    b, p = prompts.input_ids.shape
+    alone = []
+    for i, k in enumerate(cut):
+        keep = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(1 + k, p)])
+        alone.append(PromptBatch(prompts.input_ids[i : i + 1, keep], prompts.uncond_ids[i : i + 1, keep], prompts.lr[i : i + 1]))
+    length = p - min(cut)
+    ids, uncond = torch.full((b, length), pad), torch.full((b, length), pad)
+    mask = torch.zeros(b, length, dtype=torch.bool)
+    for i, row in enumerate(alone):
+        n = row.input_ids.shape[1]
+        ids[i, length - n :], uncond[i, length - n :], mask[i, length - n :] = row.input_ids[0], row.uncond_ids[0], True
+    return PromptBatch(ids, uncond, prompts.lr, mask), alone

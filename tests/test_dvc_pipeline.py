@@ -70,3 +70,30 @@ def test_bad_params_stop_dvc_with_the_key(tmp_path: Path) -> None:
     run = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "prepare"], cwd=repo, capture_output=True, text=True, env=env, check=False)
     assert run.returncode != 0
     assert "prepare.gt_size" in run.stdout + run.stderr
+
+
+def test_janus_backbone_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    """`dvc exp run -S policy.backbone=janus -S policy.path=...` on a tiny saved Janus (small data
+    budget): every stage runs, SFT and GRPO train Janus itself, evaluate and publish read it."""
+    import json
+
+    import torch
+
+    from realsr_r1.policy.janus_tiny import build_tiny_janus, bundled_texts
+    from realsr_r1.policy.loading import load_policy
+    from tests.servers import TINY_PIPELINE
+
+    repo = tmp_path / "repo"
+    copy_repo(REPO, repo, params=TINY_PIPELINE, exclude=("dvc.lock", "metrics/"))
+    janus = build_tiny_janus(tmp_path / "Janus-Pro-tiny", bundled_texts())
+    out = dvc(repo, "exp", "run", "-S", "policy.backbone=janus", "-S", f"policy.path={janus}")
+    for stage in ("init_policy", "sft", "grpo", "evaluate", "publish"):
+        assert f"Running stage '{stage}'" in out
+    assert json.loads((repo / "models/grpo/policy.json").read_text())["backbone"] == "janus"
+    init, sft, grpo = (load_policy(repo / "models" / name) for name in ("policy_init", "sft", "grpo"))
+    head = lambda p: p.model.model.generation_head.vision_head.weight  # noqa: E731
+    assert not torch.equal(head(init), head(sft)) and not torch.equal(head(sft), head(grpo))
+    assert [r["stage"] for r in grpo.record.runs] == ["sft", "grpo"]
+    val = json.loads((repo / "metrics/evaluate.json").read_text())["val"]
+    assert {"bicubic", "sft", "grpo"} <= set(val) and val["grpo"]["psnr"] > 0
+    assert (repo / "models/release/models/grpo/janus/config.json").is_file()

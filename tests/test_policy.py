@@ -12,9 +12,10 @@ import torch
 from realsr_r1.config import Params
 from realsr_r1.policy.interface import TEACHER_FORCING, Sampling
 from realsr_r1.policy.layout import IMAGE
+from realsr_r1.policy.loading import PolicyLoadError
 from realsr_r1.policy.record import TrainingRecord
 from realsr_r1.policy.settings import sampling
-from realsr_r1.policy.tiny import PolicyLoadError, TinyPolicy
+from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.tokenizers.text import load_text_tokenizer, record_longest_block
 from realsr_r1.vlcot import Completion, VLCoT, parse

@@ -11,12 +11,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from realsr_r1.policy.interface import Sampling
+from realsr_r1.policy.interface import Sampling, SequenceBatch
 from realsr_r1.policy.layout import FORCED, IMAGE
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.vlcot import IMAGE_BLOCKS, VLCoTFormatError, parse
-from tests.chain_data import tiny_policy_config
+from tests.chain_data import ragged, tiny_policy_config
 
 SAMPLING = Sampling(temperature=0.9, top_p=0.9, image_temperature=0.8, max_text_tokens=12, max_new_tokens=400)
 
@@ -45,6 +45,26 @@ def test_untrained_rollout_is_well_formed_with_exact_code_counts(setup) -> None:
         assert ids[-1] == policy.layout.eos
     # the untrained model never closes a 12-token text block itself: forced closes mark truncation
     assert out.truncated.all()
+
+
+def test_left_padded_prompts_score_as_each_prompt_alone(setup) -> None:
+    """Prompts of different lengths (a chat template's) go left-padded with a mask: positions
+    count real tokens only, so every completion scores as under its own unpadded prompt, and
+    the rollout's log-probs equal the teacher-forced ones of the padded batch."""
+    policy, prompts = setup
+    padded, alone = ragged(prompts, [3, 0, 5], policy.layout.pad)
+    assert not padded.attention_mask.all()
+    for sampling in (SAMPLING, replace(SAMPLING, cfg=0.8)):
+        out = policy.rollout(padded, group_size=2, sampling=sampling, seed=4)
+        mask = out.batch.completion_mask
+        with torch.no_grad():
+            scores = policy.score(out.batch, sampling)
+            assert (scores.logprobs[mask] - out.logprobs[mask]).abs().max() < 1e-4
+            for i, row in enumerate(alone):
+                part = slice(2 * i, 2 * i + 2)
+                single = SequenceBatch(row.repeat(2), out.batch.completion_ids[part], mask[part], out.batch.kinds[part])
+                lp = policy.score(single, sampling).logprobs
+                assert (lp[mask[part]] - out.logprobs[part][mask[part]]).abs().max() < 1e-4
 
 
 def test_rollout_logprobs_equal_teacher_forced_logprobs(setup) -> None:

@@ -26,7 +26,7 @@ def parse_methods(specs: list[str]) -> dict[str, Path]:
 
 @app.command()
 @one_line_errors(
-    "realsr_r1.config:ParamsError", "realsr_r1.evaluate.benchmark:BenchmarkError", "realsr_r1.policy.tiny:PolicyLoadError",
+    "realsr_r1.config:ParamsError", "realsr_r1.evaluate.benchmark:BenchmarkError", "realsr_r1.policy.loading:PolicyLoadError",
     FileNotFoundError, ValueError,
 )
 def evaluate(
@@ -51,8 +51,8 @@ def evaluate(
     from realsr_r1.evaluate import benchmark as bench_lib
     from realsr_r1.evaluate.protocol import MetricSet
     from realsr_r1.evaluate.report import write_report
+    from realsr_r1.policy.loading import load_policy
     from realsr_r1.policy.settings import resolve_device, sampling
-    from realsr_r1.policy.tiny import load_policy
 
     if decode not in ("expected", "sample", "both"):
         raise ValueError(f"--decode {decode!r}: expected expected, sample or both")

@@ -80,7 +80,7 @@ def guard_notes(capped: int, unfinished: int, tiles: int, max_text_tokens: int |
 
 @app.command()
 @one_line_errors(
-    "realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", "realsr_r1.policy.tiny:PolicyLoadError",
+    "realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", "realsr_r1.policy.loading:PolicyLoadError",
     "realsr_r1.tokenizers.image:TokenizerError", FileNotFoundError, ValueError,
 )
 def upscale(
@@ -100,8 +100,8 @@ def upscale(
 ) -> None:
     """Restore and upscale a photo with the VLCoT chain, tile by tile."""
     from realsr_r1.data.images import read_photo, write_png
+    from realsr_r1.policy.loading import load_policy
     from realsr_r1.policy.settings import resolve_device, sampling
-    from realsr_r1.policy.tiny import load_policy
     from realsr_r1.policy.upscale import tile_count
     from realsr_r1.policy.upscale import upscale as run_upscale
 
@@ -145,7 +145,7 @@ def upscale(
 
 @app.command()
 @one_line_errors(
-    "realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", "realsr_r1.policy.tiny:PolicyLoadError",
+    "realsr_r1.config:ParamsError", "realsr_r1.data.images:PhotoError", "realsr_r1.policy.loading:PolicyLoadError",
     "realsr_r1.data.sources:SourceError", FileNotFoundError, ValueError,
 )
 def unseen(
@@ -168,8 +168,8 @@ def unseen(
 
     from realsr_r1.atomic import write_json
     from realsr_r1.data.sources import UNSEEN_PHOTOS, wheel_photos
+    from realsr_r1.policy.loading import load_policy
     from realsr_r1.policy.settings import resolve_device, sampling
-    from realsr_r1.policy.tiny import load_policy
     from realsr_r1.unseen import folder_photos, score_photos
 
     p = _params(params)

@@ -1,6 +1,6 @@
 """The policy interface SFT and GRPO train through, and the typed batches it speaks.
 
-A backbone (the tiny Llama here; Janus-Pro later) implements `Policy`: build prompts from LR
+A backbone (the tiny Llama; Janus-Pro at real scale) implements `Policy`: build prompts from LR
 photos, build teacher-forcing targets from chains, score completions (per-token log-probs
 under the constrained, temperature-scaled distribution), roll out groups, decode images.
 Training code touches nothing else, so a second backbone needs no change to SFT/GRPO.
@@ -9,6 +9,7 @@ Training code touches nothing else, so a second backbone needs no change to SFT/
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,22 +40,27 @@ TEACHER_FORCING = Sampling(temperature=1.0, top_p=1.0, image_temperature=1.0, im
 
 @dataclass(frozen=True)
 class PromptBatch:
-    """B prompts of one length (the layout makes every prompt the same length)."""
+    """B prompts, left-padded to one length when they differ (a chat template's prompts do)."""
 
     input_ids: torch.Tensor  # (B, P) long
     uncond_ids: torch.Tensor  # (B, P) long: the LR blanked, for CFG
     lr: torch.Tensor  # (B, 3, h, w) float in [0, 1]
+    # (B, P) bool: real prompt tokens, False on the left padding; None: no row is padded
+    attention_mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def to(self, device: torch.device) -> PromptBatch:
-        return PromptBatch(self.input_ids.to(device), self.uncond_ids.to(device), self.lr.to(device))
+        return self._map(lambda t: t.to(device))
 
     def repeat(self, group_size: int) -> PromptBatch:
         """Each prompt `group_size` times in a row (a GRPO group is contiguous)."""
-        rep = lambda t: t.repeat_interleave(group_size, dim=0)
-        return PromptBatch(rep(self.input_ids), rep(self.uncond_ids), rep(self.lr))
+        return self._map(lambda t: t.repeat_interleave(group_size, dim=0))
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> PromptBatch:
+        mask = None if self.attention_mask is None else fn(self.attention_mask)
+        return PromptBatch(fn(self.input_ids), fn(self.uncond_ids), fn(self.lr), mask)
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,10 @@ class Policy(ABC, torch.nn.Module):
     ) -> Rollout:
         """G samples per prompt, batched, with the constrained decoding of the layout;
         `expected_final` also keeps each row's final image under expected decoding."""
+
+    @abstractmethod
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute the decoder's activations in the backward pass (memory for time)."""
 
     @abstractmethod
     def save_pretrained(self, path: str | Path) -> None:

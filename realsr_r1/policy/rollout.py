@@ -29,8 +29,11 @@ class StepModel(Protocol):
     layout: Layout
     device: torch.device
 
-    def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None) -> tuple[torch.Tensor, Any]:
-        """Logits of the next token (B, V) and a cache for `cache_len` positions (None: no cache)."""
+    def prefill(
+        self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits of the next token (B, V) and a cache for `cache_len` positions (None: no cache);
+        `attention_mask` (B, P) bool marks left padding (None: none)."""
 
     def step(
         self,
@@ -40,12 +43,15 @@ class StepModel(Protocol):
         lr: torch.Tensor | None,
         need_logits: bool = True,
         next_code: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, Any]:
         """Feed one token per row; `history` is the whole sequence so far (for the no-cache path).
 
         `need_logits=False`: the next token of every row is forced; logits may be skipped (None).
         `next_code` (rows, T), aligned with the end of `history`: per position, the index in
-        program order of the image code it predicts, -1 where it predicts none."""
+        program order of the image code it predicts, -1 where it predicts none.
+        `attention_mask` (rows, T) bool, aligned with `history`: False on the prompt's left
+        padding (None: no padding)."""
 
     def select(self, cache: Any, rows: torch.Tensor) -> Any:
         """Keep only `rows` of the cache's batch (finished samples leave the batch)."""
@@ -141,10 +147,12 @@ def generate(
     use_cfg = sampling.cfg is not None
     # with CFG the LR-blanked prompts ride along as rows n..2n-1 of the same forward passes
     history = torch.cat([prompts.input_ids, prompts.uncond_ids]) if use_cfg else prompts.input_ids
+    attn = prompts.attention_mask  # grows by one True column per fed token; None: no padding anywhere
+    attn = torch.cat([attn, attn]) if use_cfg and attn is not None else attn
     lr = prompts.lr
     longest = layout.max_completion_length(sampling.max_text_tokens)
     steps = sampling.max_new_tokens if longest is None else min(sampling.max_new_tokens, longest)
-    logits, cache = model.prefill(history, lr, history.shape[1] + steps if sampling.use_cache else None)
+    logits, cache = model.prefill(history, lr, history.shape[1] + steps if sampling.use_cache else None, attn)
     next_code = torch.full_like(history, -1)  # per fed position: the image code it predicts (-1: none)
     ptr = torch.zeros(n, dtype=torch.long, device=device)
     text_len = torch.zeros_like(ptr)
@@ -192,6 +200,7 @@ def generate(
             both = torch.cat([keep, keep + len(active)]) if use_cfg else keep
             cache = model.select(cache, both) if cache is not None else None
             history, next_code = history[both], next_code[both]
+            attn = None if attn is None else attn[both]
             active = active[keep]
         fed = torch.cat([token[active], token[active]]) if use_cfg else token[active]
         next_kinds, _ = layout.slots(ptr[active], text_len[active], sampling.max_text_tokens)
@@ -202,8 +211,10 @@ def generate(
         else:
             history = torch.cat([history, fed[:, None]], dim=1)
             next_code = torch.cat([next_code, code[:, None]], dim=1)
+        if attn is not None:
+            attn = torch.cat([attn, attn.new_ones(len(attn), 1)], dim=1)
         need_logits = not bool((next_kinds == FORCED).all())
-        logits, cache = model.step(fed, cache, history, lr[active], need_logits, next_code)
+        logits, cache = model.step(fed, cache, history, lr[active], need_logits, next_code, attn)
     return RawRollout(
         completion_ids=torch.stack(out_ids, 1),
         completion_mask=torch.stack(out_valid, 1),

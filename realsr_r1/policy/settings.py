@@ -11,18 +11,19 @@ import torch
 
 from realsr_r1.atomic import atomic_dir
 from realsr_r1.config import Params
+from realsr_r1.policy.decoder import DecoderPolicy
 from realsr_r1.policy.interface import Sampling
 from realsr_r1.policy.tiny import TinyPolicy, TinyPolicyConfig
 from realsr_r1.tokenizers.factory import load_image_tokenizer
-from realsr_r1.tokenizers.text import load_text_tokenizer, longest_block
+from realsr_r1.tokenizers.text import load_text_tokenizer, longest_block, record_longest_block
 
 
 def policy_config(params: Params) -> TinyPolicyConfig:
-    p = params.policy.model_dump(exclude={"backbone"})
+    p = params.policy.model_dump(exclude={"backbone", "path"})
     return TinyPolicyConfig(**p, gt_size=params.prepare.gt_size, scale=params.synthesize.scale, seed=params.seed)
 
 
-def max_text_tokens(params: Params, policy: TinyPolicy | None) -> int:
+def max_text_tokens(params: Params, policy: DecoderPolicy | None) -> int:
     """`rollout.max_text_tokens`, with `auto` resolved from the longest block the policy's tokenizer recorded."""
     r = params.rollout
     if r.max_text_tokens != "auto":
@@ -36,7 +37,7 @@ def max_text_tokens(params: Params, policy: TinyPolicy | None) -> int:
     return longest + r.text_margin
 
 
-def sampling(params: Params, policy: TinyPolicy | None = None, use_cache: bool = True) -> Sampling:
+def sampling(params: Params, policy: DecoderPolicy | None = None, use_cache: bool = True) -> Sampling:
     """The rollout settings of params; `policy` resolves `max_text_tokens: auto`."""
     r = params.rollout
     return Sampling(
@@ -62,16 +63,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def write_initial_policy(params: Params, tokenizer_dir: str | Path, out: str | Path) -> TinyPolicy:
-    """Build the untrained policy from params and the tokenizer stage's output; save it atomically.
+def write_initial_policy(params: Params, tokenizer_dir: str | Path, out: str | Path, block_texts: list[str] = ()) -> DecoderPolicy:
+    """Build the untrained policy from params and save it atomically: the checkpoint SFT starts from.
 
-    The checkpoint SFT starts from; shared by `realsr init-policy` and the `init_policy` stage.
-    Its training record is empty, so whatever loads it can tell that it is untrained.
+    tiny_llama: built from the `policy` keys and the tokenizer stage's output. janus: Janus-Pro
+    from `policy.path`, its tokenizer measuring the longest of `block_texts` (for
+    `rollout.max_text_tokens: auto`, as the tokenizer stage does for the tiny BPE). Shared by
+    `realsr init-policy` and the `init_policy` stage. Its training record is empty, so whatever
+    loads it can tell that it is untrained.
     """
     tokenizer_dir = Path(tokenizer_dir)
-    policy = TinyPolicy.build(
-        policy_config(params), load_text_tokenizer(tokenizer_dir / "text"), load_image_tokenizer(tokenizer_dir / "image")
-    )
+    if params.policy.backbone == "janus":
+        from realsr_r1.policy.janus import JanusPolicy, JanusPolicyConfig
+
+        config = JanusPolicyConfig(gt_size=params.prepare.gt_size, scale=params.synthesize.scale, decode=params.tokenizer.image.decode)
+        policy: DecoderPolicy = JanusPolicy.from_janus(params.policy.path, config)
+        if block_texts:  # else `max_text_tokens: auto` says that nothing was recorded
+            record_longest_block(policy.text_tokenizer, block_texts)
+    else:
+        policy = TinyPolicy.build(
+            policy_config(params), load_text_tokenizer(tokenizer_dir / "text"), load_image_tokenizer(tokenizer_dir / "image")
+        )
     with atomic_dir(out) as tmp:
         policy.save_pretrained(tmp)
     return policy

@@ -11,39 +11,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.checkpoint import checkpoint
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, StaticCache
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from realsr_r1.policy import rollout as engine
-from realsr_r1.policy.interface import Policy, PromptBatch, Rollout, Sampling, SequenceBatch, TokenScores
-from realsr_r1.policy.layout import FORCED, IMAGE, Layout
+from realsr_r1.policy.decoder import DecoderPolicy
+from realsr_r1.policy.interface import PromptBatch
+from realsr_r1.policy.layout import Layout
+from realsr_r1.policy.loading import CONFIG_FILE, read_policy_config
 from realsr_r1.policy.record import TrainingRecord, read_record, write_record
 from realsr_r1.tokenizers.factory import load_image_tokenizer, save_image_tokenizer
-from realsr_r1.tokenizers.image import ImageTokenizer, patchify, to_tensor, to_uint8
+from realsr_r1.tokenizers.image import ImageTokenizer, patchify, to_tensor
 from realsr_r1.tokenizers.text import load_text_tokenizer
 from realsr_r1.vlcot import (
     IMAGE_BLOCK_DOWNSCALE,
     IMAGE_BLOCKS,
-    TEXT_BLOCKS,
-    Completion,
-    VLCoT,
-    VLCoTFormatError,
-    parse,
 )
-
-CONFIG_FILE = "policy.json"
-
-
-class PolicyLoadError(FileNotFoundError):
-    """A policy directory that is missing or incomplete; the message names the path."""
 
 
 @dataclass(frozen=True)
@@ -112,13 +100,8 @@ class CodeContext(nn.Module):
         return self.position[codes] + self.mlp(feats) * has_lr.unsqueeze(-1).to(feats.dtype)
 
 
-class TinyPolicy(Policy):
-    """Llama decoder + projector + the two tokenizers; implements `Policy` and `StepModel`.
-
-    The image tokenizer stays on the CPU (images are decoded to uint8 there anyway); everything
-    else follows `.to(device)`, the layout's tables included."""
-
-    score_chunk = 256  # positions whose logits `score` holds at once
+class TinyPolicy(DecoderPolicy):
+    """Llama decoder + projector + the two tokenizers (the image tokenizer stays on the CPU)."""
 
     def __init__(
         self,
@@ -154,12 +137,6 @@ class TinyPolicy(Policy):
         self.code_context = (
             CodeContext([grids[b] for b in IMAGE_BLOCKS], config.hidden_size) if config.code_context == "lr" else None
         )
-
-    def _apply(self, fn: Any, recurse: bool = True) -> TinyPolicy:
-        """`.to()`, `.cuda()`, ...: the layout's tables follow the parameters."""
-        super()._apply(fn, recurse)
-        self.layout.to(self.device)
-        return self
 
     # ------------------------------------------------------------------------ building
     @staticmethod
@@ -203,9 +180,7 @@ class TinyPolicy(Policy):
     @staticmethod
     def from_pretrained(path: str | Path) -> TinyPolicy:
         path = Path(path)
-        if not (path / CONFIG_FILE).is_file():
-            raise PolicyLoadError(f"{path}: not a policy checkpoint (missing {CONFIG_FILE})")
-        config = TinyPolicyConfig(**json.loads((path / CONFIG_FILE).read_text()))
+        config = TinyPolicyConfig(**{k: v for k, v in read_policy_config(path).items() if k != "backbone"})
         backbone = LlamaForCausalLM.from_pretrained(path / "backbone")
         policy = TinyPolicy(config, backbone, load_text_tokenizer(path / "tokenizer"), load_image_tokenizer(path / "image_tokenizer"))
         if policy.projector is not None:
@@ -214,14 +189,6 @@ class TinyPolicy(Policy):
             policy.code_context.load_state_dict(load_file(str(path / "code_context.safetensors")))
         policy.record = read_record(path)
         return policy.eval()
-
-    @property
-    def lr_size(self) -> int:
-        return self.config.lr_size
-
-    @property
-    def scale(self) -> int:
-        return self.config.scale
 
     # -------------------------------------------------------------------------- inputs
     def embed(self, ids: torch.Tensor, lr: torch.Tensor | None, next_code: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,194 +221,22 @@ class TinyPolicy(Policy):
         uncond = [self.layout.prompt_ids(None if codes is None else codes[i], unconditional=True) for i in range(len(lr_t))]
         return PromptBatch(torch.tensor(cond), torch.tensor(uncond), lr_t).to(self.device)
 
-    def image_codes(self, images: list[np.ndarray], lr: torch.Tensor) -> torch.Tensor:
-        """uint8 chain images of one size -> (N, h, w) codes (residual over bicubic(LR) if so)."""
-        return self.image_tokenizer.encode(to_tensor(list(images)), lr.cpu())
+    # ------------------------------------------------------------------------- decoder
+    @property
+    def decoder(self) -> nn.Module:
+        return self.backbone.model
 
-    def targets(self, prompts: PromptBatch, chains: list[VLCoT]) -> SequenceBatch:
-        codes = {b: self.image_codes([getattr(c, b) for c in chains], prompts.lr) for b in IMAGE_BLOCKS}
-        seqs = [
-            self.layout.completion_ids({b: getattr(c, b) for b in TEXT_BLOCKS}, {b: codes[b][i] for b in IMAGE_BLOCKS})
-            for i, c in enumerate(chains)
-        ]
-        return _pad(prompts, seqs, self.layout.pad)
+    @property
+    def decoder_config(self) -> LlamaConfig:
+        return self.backbone.config
 
-    # ------------------------------------------------------------------------- scoring
+    def head(self, hidden: torch.Tensor, image_rows: torch.Tensor) -> torch.Tensor:
+        """One vocabulary, one head: text ids and image codes alike."""
+        return self.backbone.lm_head(hidden)
+
     def logits(self, ids: torch.Tensor, lr: torch.Tensor | None) -> torch.Tensor:
-        return self.backbone(inputs_embeds=self.embed(ids, lr), use_cache=False).logits
-
-    def score(self, batch: SequenceBatch, sampling: Sampling) -> TokenScores:
-        """Hidden states once, then the LM head and the log-probs a chunk of positions at a time.
-
-        Only the chosen token's log-prob (and log Z) leave a chunk, so memory holds one chunk's
-        logits, never (batch x length x vocabulary); with gradients each chunk is recomputed in
-        the backward pass (activation checkpointing) for the same reason."""
-        batch = batch.to(self.device)
-        p, comp, valid = batch.prompt.input_ids.shape[1], batch.completion_ids, batch.completion_mask
-        kinds = batch.kinds if batch.kinds is not None else self.layout.replay(comp, valid, sampling.max_text_tokens)
-        ids = torch.cat([batch.prompt.input_ids, comp], 1)
-        next_code = next_codes(kinds, p)
-        if sampling.cfg is not None:  # conditional and LR-blanked rows in one pass, as in the rollout
-            ids = torch.cat([ids, torch.cat([batch.prompt.uncond_ids, comp], 1)])
-            next_code = torch.cat([next_code, next_code])
-        hidden = self.backbone.model(inputs_embeds=self.embed(ids, batch.prompt.lr, next_code), use_cache=False).last_hidden_state
-        hidden = hidden[:, p - 1 : -1]
-        chunk = partial(self._score_chunk, sampling=sampling)
-        lps, zs = [], []
-        for s in range(0, comp.shape[1], self.score_chunk):
-            part = (hidden[:, s : s + self.score_chunk], comp[:, s : s + self.score_chunk], kinds[:, s : s + self.score_chunk])
-            if torch.is_grad_enabled():
-                lp, z = checkpoint(chunk, *part, use_reentrant=False)
-            else:
-                lp, z = chunk(*part)
-            lps.append(lp)
-            zs.append(z)
-        lp, log_z = torch.cat(lps, 1), torch.cat(zs, 1)
-        return TokenScores(
-            logprobs=torch.where(valid, lp, torch.zeros_like(lp)),
-            text_mask=valid & (kinds >= 2),
-            image_mask=valid & (kinds == IMAGE),
-            log_z=log_z,
-        )
-
-    def _score_chunk(
-        self, hidden: torch.Tensor, tokens: torch.Tensor, kinds: torch.Tensor, sampling: Sampling
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B or 2B, c, H) hidden states of c positions -> (B, c) log-probs and log Z."""
-        b, c = tokens.shape
-        logits = self.backbone.lm_head(hidden).flatten(0, 1)  # (rows, V): one chunk's logits, the only big tensor
-        cond, uncond = (logits[: b * c], logits[b * c :]) if sampling.cfg is not None else (logits, None)
-        lp, z = engine.teacher_forced_logprobs(cond, uncond, tokens.flatten(), kinds.flatten(), self.layout, sampling)
-        return lp.view(b, c), z.view(b, c)
-
-    # ------------------------------------------------------------------- StepModel
-    def prefill(self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None) -> tuple[torch.Tensor, Any]:
-        # a static (preallocated) cache: no per-step concatenation of the keys and values; built
-        # under the model's device so its own counters are created there, not on the default device
-        with torch.device(self.device):
-            cache = StaticCache(config=self.backbone.config, max_cache_len=cache_len) if cache_len else None
-        out = self.backbone(inputs_embeds=self.embed(input_ids, lr), cache=cache, use_cache=cache is not None, logits_to_keep=1)
-        return out.logits[:, -1], cache
-
-    def step(
-        self,
-        tokens: torch.Tensor,
-        cache: Any,
-        history: torch.Tensor,
-        lr: torch.Tensor | None,
-        need_logits: bool = True,
-        next_code: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor | None, Any]:
-        if cache is None:  # no KV cache: the whole sequence again
-            out = self.backbone(inputs_embeds=self.embed(history, lr, next_code), use_cache=False, logits_to_keep=1)
-            return out.logits[:, -1], None
-        inputs = {"inputs_embeds": self.embed(tokens[:, None], lr, None if next_code is None else next_code[:, -1:])}
-        if not need_logits:  # the next token is forced in every row: fill the cache, skip the head
-            self.backbone.model(**inputs, cache=cache, use_cache=True)
-            return None, cache
-        out = self.backbone(**inputs, cache=cache, use_cache=True)
-        return out.logits[:, -1], cache
-
-    def select(self, cache: Any, rows: torch.Tensor) -> Any:
-        for layer in cache.layers:  # the static layers' preallocated keys/values, row-selected
-            if getattr(layer, "keys", None) is not None:
-                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
-                if hasattr(layer, "max_batch_size"):
-                    layer.max_batch_size = len(rows)
-        return cache
-
-    # ------------------------------------------------------------------------- rollout
-    def rollout(
-        self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0, expected_final: bool = False
-    ) -> Rollout:
-        rows = prompts.to(self.device).repeat(group_size)
-        expected = self.image_tokenizer.config.decode == "expected"
-        raw = engine.generate(self, rows, sampling, seed, keep_image_probs=expected or expected_final)
-        images = self.decode_images(raw, rows.lr, expected)
-        finals = self.decode_images(raw, rows.lr, True, IMAGE_BLOCKS[-1:])[IMAGE_BLOCKS[-1]] if expected_final else None
-        completions, chains = [], []
-        ids_host, mask_host, finished = raw.completion_ids.cpu(), raw.completion_mask.cpu(), raw.finished.tolist()
-        for i in range(len(rows)):
-            ids = ids_host[i][mask_host[i]].tolist()
-            done_images = tuple(images[b][i] for b in IMAGE_BLOCKS if images[b][i] is not None)
-            completion = Completion(self.layout.completion_text(ids), done_images)
-            completions.append(completion)
-            chain = None
-            if finished[i]:
-                try:
-                    chain = parse(completion)
-                except VLCoTFormatError:
-                    chain = None
-            chains.append(chain)
-        mask = raw.completion_mask
-        return Rollout(
-            batch=SequenceBatch(rows, raw.completion_ids, mask, kinds=raw.kinds),
-            group=torch.arange(len(prompts), device=self.device).repeat_interleave(group_size),
-            logprobs=raw.logprobs,
-            text_mask=mask & (raw.kinds >= 2),
-            image_mask=mask & (raw.kinds == IMAGE),
-            truncated=raw.truncated,
-            completions=completions,
-            chains=chains,
-            expected_final=finals,
-        )
-
-    def decode_images(
-        self, raw: engine.RawRollout, lr: torch.Tensor, expected: bool, blocks: tuple[str, ...] = IMAGE_BLOCKS
-    ) -> dict[str, list[np.ndarray | None]]:
-        """Per image block, the uint8 image of each row whose block finished (else None): the
-        drawn codes decoded, or (`expected`) the expected residual under their distributions.
-
-        Decoded by the image tokenizer on the CPU: one transfer per rollout, not per step."""
-        out: dict[str, list[np.ndarray | None]] = {}
-        lr = lr.cpu()
-        completion_ids, image_pos = raw.completion_ids.cpu(), (raw.kinds == IMAGE).cpu()
-        image_probs = raw.image_probs.cpu() if expected else None
-        counts = image_pos.sum(1)
-        start = 0
-        for block in IMAGE_BLOCKS:
-            h, w = self.layout.image_grids[block]
-            end = start + h * w
-            ready = (counts >= end).nonzero().flatten().tolist()
-            row_images: list[np.ndarray | None] = [None] * len(lr)
-            if ready and block in blocks:
-                if image_probs is not None:
-                    probs = image_probs[ready, start:end].reshape(len(ready), h, w, -1)
-                    pixels = self.image_tokenizer.decode_expected(probs, lr[ready])
-                else:
-                    codes = torch.stack([completion_ids[r][image_pos[r]][start:end] for r in ready])
-                    codes = (codes - self.layout.code_offset).reshape(len(ready), h, w)
-                    pixels = self.image_tokenizer.decode(codes, lr[ready])
-                for r, img in zip(ready, to_uint8(pixels), strict=True):
-                    row_images[r] = img
-            if block in blocks:
-                out[block] = row_images
-            start = end
-        return out
+        """(B, T, V) logits of whole unpadded sequences (no constraints): what tests compare against."""
+        return self.backbone.lm_head(self.hidden_states(ids, lr, None))
 
 
-def next_codes(kinds: torch.Tensor, prompt_length: int) -> torch.Tensor:
-    """(B, L) completion slot kinds -> (B, P + L): per input position, the index (in program
-    order) of the image code it predicts, -1 where the next token is not an image code."""
-    image = kinds == IMAGE
-    index = torch.where(image, image.long().cumsum(1) - 1, torch.full_like(kinds, -1))
-    b = len(kinds)
-    return torch.cat([kinds.new_full((b, prompt_length - 1), -1), index, kinds.new_full((b, 1), -1)], 1)
-
-
-def _pad(prompts: PromptBatch, seqs: list[list[int]], pad: int) -> SequenceBatch:
-    length = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), length), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), length), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = True
-    return SequenceBatch(prompts, ids, mask)
-
-
-def load_policy(path: str | Path, device: torch.device | str = "cpu") -> Policy:
-    """Load a saved policy directory (the backbone named in its config) onto `device`."""
-    return TinyPolicy.from_pretrained(path).to(device)
-
-
-__all__ = ["FORCED", "TinyPolicy", "TinyPolicyConfig", "load_policy"]
+__all__ = ["TinyPolicy", "TinyPolicyConfig"]

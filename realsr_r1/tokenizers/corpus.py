@@ -27,3 +27,9 @@ def text_corpus(annotation_files: Iterable[Path], degradation_texts: Iterable[st
     for path in annotation_files:
         texts.extend(record_texts(read_records(path)))
     return texts
+
+
+def block_texts(annotation_files: Iterable[Path], degradation_texts: Iterable[str]) -> list[str]:
+    """Every text block the chains hold (annotation texts and degradation texts): what a text
+    tokenizer measures its longest block on, for the rollout's text cap."""
+    return [text for path in annotation_files for text in record_texts(read_records(path))] + list(degradation_texts)

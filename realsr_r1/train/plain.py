@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 
 from realsr_r1.train.backend import OptimConfig, lr_factor
 
@@ -75,13 +75,12 @@ class PlainBackend:
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        save_file(weights, str(path / WEIGHTS))
+        save_model(self.model, str(path / WEIGHTS))  # tied weights (Janus' lm_head) are stored once
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         torch.save(state, path / STATE)
 
     def load(self, path: Path) -> None:
-        self.model.load_state_dict(load_file(str(path / WEIGHTS), device=str(self.device)))
+        load_model(self.model, str(path / WEIGHTS), device=str(self.device))
         state = torch.load(path / STATE, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

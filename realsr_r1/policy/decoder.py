@@ -1,0 +1,293 @@
+"""What every backbone shares: a causal decoder over the layout's one id space (text ids, then
+image codes), scored a chunk of positions at a time, rolled out by the engine, its image codes
+decoded by the image tokenizer.
+
+A backbone supplies four things: `embed` (ids and the LR -> input embeddings), `decoder`
+(input embeddings -> hidden states, a `transformers` base model), `head` (hidden states ->
+logits over the id space) and `prompts`. The tiny Llama has one head over one vocabulary; Janus
+has a language head and an image-generation head, so its `head` fills each row from the head
+its next token comes from. Everything else here, so SFT and GRPO see one behaviour.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import PretrainedConfig, StaticCache
+
+from realsr_r1.policy import rollout as engine
+from realsr_r1.policy.interface import Policy, PromptBatch, Rollout, Sampling, SequenceBatch, TokenScores
+from realsr_r1.policy.layout import IMAGE, Layout
+from realsr_r1.policy.record import TrainingRecord
+from realsr_r1.tokenizers.image import ImageTokenizer, to_tensor, to_uint8
+from realsr_r1.vlcot import IMAGE_BLOCKS, TEXT_BLOCKS, Completion, VLCoT, VLCoTFormatError, parse
+
+
+def tokenizer_device(tokenizer: ImageTokenizer) -> torch.device:
+    """Where an image tokenizer computes: its model's device (a VQ the backbone owns moves with
+    it), else the CPU (the k-means codebook, and any tokenizer kept off the accelerator)."""
+    model = getattr(tokenizer, "model", None)
+    return next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool attention mask -> each position's index among its row's real tokens (0 on the
+    left padding), so a left-padded prompt sees the positions an unpadded one would."""
+    return (mask.long().cumsum(1) - 1).clamp(min=0)
+
+
+def next_codes(kinds: torch.Tensor, prompt_length: int) -> torch.Tensor:
+    """(B, L) completion slot kinds -> (B, P + L): per input position, the index (in program
+    order) of the image code it predicts, -1 where the next token is not an image code."""
+    image = kinds == IMAGE
+    index = torch.where(image, image.long().cumsum(1) - 1, torch.full_like(kinds, -1))
+    b = len(kinds)
+    return torch.cat([kinds.new_full((b, prompt_length - 1), -1), index, kinds.new_full((b, 1), -1)], 1)
+
+
+def pad_completions(prompts: PromptBatch, seqs: list[list[int]], pad: int) -> SequenceBatch:
+    """Right-pad completions of different lengths into one `SequenceBatch`."""
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = True
+    return SequenceBatch(prompts, ids, mask)
+
+
+class DecoderPolicy(Policy):
+    """`Policy` and the engine's `StepModel` for any decoder with the layout's id space.
+
+    The image tokenizer stays on the CPU unless the backbone owns it (images are decoded to
+    uint8 there anyway); the layout's tables follow `.to(device)`."""
+
+    score_chunk = 256  # positions whose logits `score` holds at once
+    config: Any  # the backbone's own config dataclass; it has `lr_size` and `scale`
+    layout: Layout
+    image_tokenizer: ImageTokenizer
+    record: TrainingRecord | None
+
+    @property
+    def lr_size(self) -> int:
+        return self.config.lr_size  # every backbone's config knows its LR side and scale
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    # ------------------------------------------------------------ what a backbone supplies
+    @abstractmethod
+    def embed(self, ids: torch.Tensor, lr: torch.Tensor | None, next_code: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) ids -> (B, T, H) input embeddings; LR slots read `lr` (rows with slots come first)."""
+
+    @property
+    @abstractmethod
+    def decoder(self) -> nn.Module:
+        """The base model: (inputs_embeds, attention_mask, position_ids, cache) -> last_hidden_state."""
+
+    @property
+    @abstractmethod
+    def decoder_config(self) -> PretrainedConfig:
+        """The decoder's config (what a static KV cache is sized from)."""
+
+    @abstractmethod
+    def head(self, hidden: torch.Tensor, image_rows: torch.Tensor) -> torch.Tensor:
+        """(N, H) hidden states -> (N, V) logits; `image_rows` (N,) bool: the next token is an image code."""
+
+    # -------------------------------------------------------------------------- shared
+    def gradient_checkpointing_enable(self) -> None:
+        enable = getattr(self.decoder, "activation_checkpointing_enable", None)  # transformers' newer name
+        (enable or self.decoder.gradient_checkpointing_enable)()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> DecoderPolicy:
+        """`.to()`, `.cuda()`, ...: the layout's tables follow the parameters."""
+        super()._apply(fn, recurse)
+        self.layout.to(self.device)
+        return self
+
+    def image_codes(self, images: list[np.ndarray], lr: torch.Tensor) -> torch.Tensor:
+        """uint8 chain images of one size -> (N, h, w) codes (residual over bicubic(LR) if so)."""
+        on = tokenizer_device(self.image_tokenizer)
+        return self.image_tokenizer.encode(to_tensor(list(images)).to(on), lr.to(on)).cpu()
+
+    def targets(self, prompts: PromptBatch, chains: list[VLCoT]) -> SequenceBatch:
+        codes = {b: self.image_codes([getattr(c, b) for c in chains], prompts.lr) for b in IMAGE_BLOCKS}
+        seqs = [
+            self.layout.completion_ids({b: getattr(c, b) for b in TEXT_BLOCKS}, {b: codes[b][i] for b in IMAGE_BLOCKS})
+            for i, c in enumerate(chains)
+        ]
+        return pad_completions(prompts, seqs, self.layout.pad)
+
+    def hidden_states(self, ids: torch.Tensor, lr: torch.Tensor | None, mask: torch.Tensor | None, next_code: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder over whole sequences (no cache); `mask` None: no row is padded."""
+        pos = None if mask is None else positions(mask)
+        return self.decoder(inputs_embeds=self.embed(ids, lr, next_code), attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+
+    def score(self, batch: SequenceBatch, sampling: Sampling) -> TokenScores:
+        """Hidden states once, then the head and the log-probs a chunk of positions at a time.
+
+        Only the chosen token's log-prob (and log Z) leave a chunk, so memory holds one chunk's
+        logits, never (batch x length x vocabulary); with gradients each chunk is recomputed in
+        the backward pass (activation checkpointing) for the same reason."""
+        batch = batch.to(self.device)
+        p, comp, valid = batch.prompt.input_ids.shape[1], batch.completion_ids, batch.completion_mask
+        kinds = batch.kinds if batch.kinds is not None else self.layout.replay(comp, valid, sampling.max_text_tokens)
+        ids = torch.cat([batch.prompt.input_ids, comp], 1)
+        mask = batch.prompt.attention_mask
+        mask = None if mask is None else torch.cat([mask, torch.ones_like(valid)], 1)
+        next_code = next_codes(kinds, p)
+        if sampling.cfg is not None:  # conditional and LR-blanked rows in one pass, as in the rollout
+            ids = torch.cat([ids, torch.cat([batch.prompt.uncond_ids, comp], 1)])
+            next_code = torch.cat([next_code, next_code])
+            mask = None if mask is None else torch.cat([mask, mask])
+        hidden = self.hidden_states(ids, batch.prompt.lr, mask, next_code)[:, p - 1 : -1]
+        chunk = partial(self._score_chunk, sampling=sampling)
+        lps, zs = [], []
+        for s in range(0, comp.shape[1], self.score_chunk):
+            part = (hidden[:, s : s + self.score_chunk], comp[:, s : s + self.score_chunk], kinds[:, s : s + self.score_chunk])
+            if torch.is_grad_enabled():
+                lp, z = checkpoint(chunk, *part, use_reentrant=False)
+            else:
+                lp, z = chunk(*part)
+            lps.append(lp)
+            zs.append(z)
+        lp, log_z = torch.cat(lps, 1), torch.cat(zs, 1)
+        return TokenScores(
+            logprobs=torch.where(valid, lp, torch.zeros_like(lp)),
+            text_mask=valid & (kinds >= 2),
+            image_mask=valid & (kinds == IMAGE),
+            log_z=log_z,
+        )
+
+    def _score_chunk(
+        self, hidden: torch.Tensor, tokens: torch.Tensor, kinds: torch.Tensor, sampling: Sampling
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B or 2B, c, H) hidden states of c positions -> (B, c) log-probs and log Z."""
+        b, c = tokens.shape
+        image = (kinds == IMAGE).flatten()
+        image = torch.cat([image, image]) if sampling.cfg is not None else image
+        logits = self.head(hidden.flatten(0, 1), image)  # (rows, V): one chunk's logits, the only big tensor
+        cond, uncond = (logits[: b * c], logits[b * c :]) if sampling.cfg is not None else (logits, None)
+        lp, z = engine.teacher_forced_logprobs(cond, uncond, tokens.flatten(), kinds.flatten(), self.layout, sampling)
+        return lp.view(b, c), z.view(b, c)
+
+    # ------------------------------------------------------------------- StepModel
+    def prefill(
+        self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        # a static (preallocated) cache: no per-step concatenation of the keys and values; built
+        # under the model's device so its own counters are created there, not on the default device
+        with torch.device(self.device):
+            cache = StaticCache(config=self.decoder_config, max_cache_len=cache_len) if cache_len else None
+        pos = None if attention_mask is None else positions(attention_mask)
+        embeds = self.embed(input_ids, lr)
+        out = self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos, cache=cache, use_cache=cache is not None)
+        last = out.last_hidden_state[:, -1]
+        return self.head(last, torch.zeros(len(last), dtype=torch.bool, device=last.device)), cache
+
+    def step(
+        self,
+        tokens: torch.Tensor,
+        cache: Any,
+        history: torch.Tensor,
+        lr: torch.Tensor | None,
+        need_logits: bool = True,
+        next_code: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, Any]:
+        image_rows = torch.zeros(len(tokens), dtype=torch.bool, device=tokens.device) if next_code is None else next_code[:, -1] >= 0
+        if cache is None:  # no KV cache: the whole sequence again
+            hidden = self.hidden_states(history, lr, attention_mask, next_code)
+            return self.head(hidden[:, -1], image_rows), None
+        pos = None if attention_mask is None else attention_mask.sum(1, keepdim=True) - 1
+        embeds = self.embed(tokens[:, None], lr, None if next_code is None else next_code[:, -1:])
+        out = self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos, cache=cache, use_cache=True)
+        if not need_logits:  # the next token is forced in every row: the cache is filled, skip the head
+            return None, cache
+        return self.head(out.last_hidden_state[:, -1], image_rows), cache
+
+    def select(self, cache: Any, rows: torch.Tensor) -> Any:
+        for layer in cache.layers:  # the static layers' preallocated keys/values, row-selected
+            if getattr(layer, "keys", None) is not None:
+                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+                if hasattr(layer, "max_batch_size"):
+                    layer.max_batch_size = len(rows)
+        return cache
+
+    # ------------------------------------------------------------------------- rollout
+    def rollout(
+        self, prompts: PromptBatch, group_size: int, sampling: Sampling, seed: int = 0, expected_final: bool = False
+    ) -> Rollout:
+        rows = prompts.to(self.device).repeat(group_size)
+        expected = self.image_tokenizer.config.decode == "expected"
+        raw = engine.generate(self, rows, sampling, seed, keep_image_probs=expected or expected_final)
+        images = self.decode_images(raw, rows.lr, expected)
+        finals = self.decode_images(raw, rows.lr, True, IMAGE_BLOCKS[-1:])[IMAGE_BLOCKS[-1]] if expected_final else None
+        completions, chains = [], []
+        ids_host, mask_host, finished = raw.completion_ids.cpu(), raw.completion_mask.cpu(), raw.finished.tolist()
+        for i in range(len(rows)):
+            ids = ids_host[i][mask_host[i]].tolist()
+            done_images = tuple(images[b][i] for b in IMAGE_BLOCKS if images[b][i] is not None)
+            completion = Completion(self.layout.completion_text(ids), done_images)
+            completions.append(completion)
+            chain = None
+            if finished[i]:
+                try:
+                    chain = parse(completion)
+                except VLCoTFormatError:
+                    chain = None
+            chains.append(chain)
+        mask = raw.completion_mask
+        return Rollout(
+            batch=SequenceBatch(rows, raw.completion_ids, mask, kinds=raw.kinds),
+            group=torch.arange(len(prompts), device=self.device).repeat_interleave(group_size),
+            logprobs=raw.logprobs,
+            text_mask=mask & (raw.kinds >= 2),
+            image_mask=mask & (raw.kinds == IMAGE),
+            truncated=raw.truncated,
+            completions=completions,
+            chains=chains,
+            expected_final=finals,
+        )
+
+    def decode_images(
+        self, raw: engine.RawRollout, lr: torch.Tensor, expected: bool, blocks: tuple[str, ...] = IMAGE_BLOCKS
+    ) -> dict[str, list[np.ndarray | None]]:
+        """Per image block, the uint8 image of each row whose block finished (else None): the
+        drawn codes decoded, or (`expected`) the expected residual under their distributions.
+
+        Decoded by the image tokenizer where its weights live: one transfer per rollout, not per step."""
+        out: dict[str, list[np.ndarray | None]] = {}
+        on = tokenizer_device(self.image_tokenizer)
+        lr = lr.to(on)
+        completion_ids, image_pos = raw.completion_ids.to(on), (raw.kinds == IMAGE).to(on)
+        image_probs = raw.image_probs.to(on) if expected else None
+        counts = image_pos.sum(1)
+        start = 0
+        for block in IMAGE_BLOCKS:
+            h, w = self.layout.image_grids[block]
+            end = start + h * w
+            ready = (counts >= end).nonzero().flatten().tolist()
+            row_images: list[np.ndarray | None] = [None] * len(lr)
+            if ready and block in blocks:
+                with torch.no_grad():
+                    if image_probs is not None:
+                        probs = image_probs[ready, start:end].reshape(len(ready), h, w, -1)
+                        pixels = self.image_tokenizer.decode_expected(probs, lr[ready])
+                    else:
+                        codes = torch.stack([completion_ids[r][image_pos[r]][start:end] for r in ready])
+                        codes = (codes - self.layout.code_offset).reshape(len(ready), h, w)
+                        pixels = self.image_tokenizer.decode(codes, lr[ready])
+                for r, img in zip(ready, to_uint8(pixels), strict=True):
+                    row_images[r] = img
+            if block in blocks:
+                out[block] = row_images
+            start = end
+        return out
