@@ -176,7 +176,7 @@ def test_rollout_and_score_create_nothing_off_the_model_device(setup) -> None:
         scores.logprobs.sum().backward()  # the checkpointed chunks are recomputed here
     policy.zero_grad(set_to_none=True)
     assert set(log.devices) == {str(policy.device)}, {d: sorted(f)[:5] for d, f in log.devices.items()}
-    assert "aten.multinomial.default" in log.devices[str(policy.device)]  # the generator was checked too
+    assert "aten.rand.generator" in log.devices[str(policy.device)]  # the generator (`draw`) was checked too
 
 
 def test_rollout_keeps_the_slot_kinds_that_a_replay_would_find(setup) -> None:
@@ -270,3 +270,20 @@ def test_code_context_reads_the_lr_around_each_code_only(context_setup) -> None:
         a, b = context(lr, rows, codes), context(bright, rows, codes)
     assert not torch.allclose(a[0], b[0]) and torch.equal(a[1], b[1])
     assert context.features(lr).shape == (1, 4 + 16 + 64, 3 * context.window**2)
+
+
+def test_draw_samples_the_distribution_and_never_a_zero() -> None:
+    """The inverse-CDF sampler: frequencies match the probabilities (unnormalised rows, zeros
+    inside and at the end), and a zero-probability index is never drawn."""
+    from realsr_r1.policy.rollout import draw
+
+    probs = torch.tensor([[0.2, 0.0, 1.2, 0.6, 0.0], [0.0, 0.0, 0.0, 3.0, 0.0]])
+    gen = torch.Generator().manual_seed(0)
+    picks = torch.stack([draw(probs, gen) for _ in range(20_000)])
+    freq = torch.stack([torch.bincount(picks[:, r], minlength=5) for r in range(2)]).double() / len(picks)
+    assert (freq[0] - torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0], dtype=torch.double)).abs().max() < 0.015
+    assert freq[1].tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]
+    # the largest uniform still lands on the last index with mass
+    ones = torch.Generator()
+    ones.manual_seed(1)
+    assert draw(torch.tensor([[0.5, 0.5, 0.0]]), ones).item() in (0, 1)

@@ -14,7 +14,7 @@ which `teacher_forced_logprobs` recomputes identically from a teacher-forced pas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import torch
@@ -130,14 +130,35 @@ class RawRollout:
     image_probs: torch.Tensor | None  # (N, n_image_slots, K): code distributions, when kept
 
 
-@torch.no_grad()
+def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One index per row of (rows, V) probabilities (unnormalised, zeros allowed), by the inverse
+    CDF: one uniform number per row. `torch.multinomial` draws one per vocabulary entry on the
+    CPU, 17x slower for a 3k vocabulary. A zero-probability index is never drawn."""
+    cdf = probs.cumsum(-1)
+    u = torch.rand(len(probs), 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    index = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    # u can round up to the total: stay on the last index with probability mass
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(-1)
+    return torch.minimum(index, last)
+
+
 def generate(
     model: StepModel, prompts: PromptBatch, sampling: Sampling, seed: int = 0, keep_image_probs: bool = False
 ) -> RawRollout:
     """Sample one completion per prompt row (repeat the batch for groups).
 
-    Every tensor made here lives on the model's device (the generator too); the only host syncs
-    are a few booleans per step that decide whether to sample and when rows leave."""
+    Runs under `torch.inference_mode` (about 15 % off a tiny model's decode step against
+    `no_grad`); the outputs are cloned outside it, so training code can use them like any tensor."""
+    with torch.inference_mode():
+        raw = _generate(model, prompts, sampling, seed, keep_image_probs)
+    values = {f.name: getattr(raw, f.name) for f in fields(raw)}
+    return RawRollout(**{name: None if t is None else t.clone() for name, t in values.items()})
+
+
+def _generate(model: StepModel, prompts: PromptBatch, sampling: Sampling, seed: int, keep_image_probs: bool) -> RawRollout:
+    """`generate`'s loop. Every tensor made here lives on the model's device (the generator
+    too); the only host syncs are a few booleans per step that decide whether to sample and
+    when rows leave."""
     device = model.device
     layout = model.layout.to(device)
     kinds_of = layout.program.kinds
@@ -176,7 +197,7 @@ def generate(
                 logits = guide(logits[: len(active)], logits[len(active) :], image_rows, sampling.cfg)
             scaled = constrained_logits(logits, a_kinds, layout, sampling)
             probs = _filter(scaled, a_kinds, sampling).softmax(-1)
-            a_token = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+            a_token = draw(probs, gen)
             a_token = torch.where(a_forced, forced_token[active], a_token)
             token[active] = a_token
             lp[active], lse = picked_logprobs(scaled, a_token, a_kinds)
