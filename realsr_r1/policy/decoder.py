@@ -156,6 +156,14 @@ class DecoderPolicy(Policy):
         self.layout.to(self.device)
         return self
 
+    def lr_tensor(self, lr: list[np.ndarray]) -> torch.Tensor:
+        """uint8 LR photos -> (B, 3, h, w) in [0, 1], checked against the model's LR side."""
+        lr_t = to_tensor(list(lr))
+        side = self.lr_size
+        if tuple(lr_t.shape[-2:]) != (side, side):
+            raise ValueError(f"LR photos must be {side}x{side}, got {lr_t.shape[-1]}x{lr_t.shape[-2]}")
+        return lr_t
+
     def image_codes(self, images: list[np.ndarray], lr: torch.Tensor) -> torch.Tensor:
         """uint8 chain images of one size -> (N, h, w) codes (residual over bicubic(LR) if so)."""
         on = tokenizer_device(self.image_tokenizer)

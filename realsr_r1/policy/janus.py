@@ -36,7 +36,7 @@ from realsr_r1.policy.layout import Layout
 from realsr_r1.policy.loading import CONFIG_FILE, PolicyLoadError, read_policy_config
 from realsr_r1.policy.record import TrainingRecord, read_record, write_record
 from realsr_r1.tokenizers import text as tt
-from realsr_r1.tokenizers.image import ImageTokenizerConfig, to_tensor, to_uint8
+from realsr_r1.tokenizers.image import ImageTokenizerConfig, to_uint8
 from realsr_r1.tokenizers.vq import VQTokenizer, vq_factor
 from realsr_r1.vlcot import IMAGE_BLOCK_DOWNSCALE, IMAGE_TOKEN, PROMPT
 
@@ -149,10 +149,7 @@ class JanusPolicy(DecoderPolicy):
         return emb
 
     def prompts(self, lr: list[np.ndarray]) -> PromptBatch:
-        lr_t = to_tensor(list(lr))
-        side = self.lr_size
-        if tuple(lr_t.shape[-2:]) != (side, side):
-            raise ValueError(f"LR photos must be {side}x{side}, got {lr_t.shape[-1]}x{lr_t.shape[-2]}")
+        lr_t = self.lr_tensor(lr)
         enc = self.processor(text=[self.prompt_text] * len(lr), images=list(lr), padding=True, return_tensors="pt")
         ids, mask = enc["input_ids"], enc["attention_mask"].bool()
         uncond = ids.masked_fill(ids == self.image_token_id, self.text_tokenizer.pad_token_id)

@@ -26,7 +26,7 @@ from realsr_r1.policy.layout import Layout
 from realsr_r1.policy.loading import CONFIG_FILE, read_policy_config
 from realsr_r1.policy.record import TrainingRecord, read_record, write_record
 from realsr_r1.tokenizers.factory import load_image_tokenizer, save_image_tokenizer
-from realsr_r1.tokenizers.image import ImageTokenizer, patchify, to_tensor
+from realsr_r1.tokenizers.image import ImageTokenizer, patchify
 from realsr_r1.tokenizers.text import load_text_tokenizer
 from realsr_r1.vlcot import (
     IMAGE_BLOCK_DOWNSCALE,
@@ -212,10 +212,7 @@ class TinyPolicy(DecoderPolicy):
         return emb
 
     def prompts(self, lr: list[np.ndarray]) -> PromptBatch:
-        lr_t = to_tensor(list(lr))
-        side = self.lr_size
-        if tuple(lr_t.shape[-2:]) != (side, side):
-            raise ValueError(f"LR photos must be {side}x{side}, got {lr_t.shape[-1]}x{lr_t.shape[-2]}")
+        lr_t = self.lr_tensor(lr)
         codes = self.image_tokenizer.encode(lr_t) if self.config.lr_input == "codes" else None
         cond = [self.layout.prompt_ids(None if codes is None else codes[i]) for i in range(len(lr_t))]
         uncond = [self.layout.prompt_ids(None if codes is None else codes[i], unconditional=True) for i in range(len(lr_t))]
