@@ -139,7 +139,7 @@ class DecoderPolicy(Policy):
     @property
     @abstractmethod
     def decoder_config(self) -> PretrainedConfig:
-        """The decoder's config (what a static KV cache is sized from)."""
+        """The decoder's config (its layer count sizes the KV cache)."""
 
     @abstractmethod
     def head(self, hidden: torch.Tensor, image_rows: torch.Tensor) -> torch.Tensor:
@@ -177,10 +177,14 @@ class DecoderPolicy(Policy):
         ]
         return pad_completions(prompts, seqs, self.layout.pad)
 
-    def hidden_states(self, ids: torch.Tensor, lr: torch.Tensor | None, mask: torch.Tensor | None, next_code: torch.Tensor | None = None) -> torch.Tensor:
-        """The decoder over whole sequences (no cache); `mask` None: no row is padded."""
-        pos = None if mask is None else positions(mask)
-        return self.decoder(inputs_embeds=self.embed(ids, lr, next_code), attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+    def hidden_states(
+        self, ids: torch.Tensor, lr: torch.Tensor | None, mask: torch.Tensor | None, next_code: torch.Tensor | None = None, cache: Any = None
+    ) -> torch.Tensor:
+        """The decoder over `ids`: whole sequences, or the tokens that follow `cache`'s (which it
+        fills). `mask` covers the cached positions too; None: no row is padded."""
+        pos = None if mask is None else positions(mask)[:, -ids.shape[1] :]
+        out = self.decoder(inputs_embeds=self.embed(ids, lr, next_code), attention_mask=mask, position_ids=pos, cache=cache, use_cache=cache is not None)
+        return out.last_hidden_state
 
     def score(self, batch: SequenceBatch, sampling: Sampling) -> TokenScores:
         """Hidden states once, then the head and the log-probs a chunk of positions at a time.
@@ -236,10 +240,7 @@ class DecoderPolicy(Policy):
     ) -> tuple[torch.Tensor, Any]:
         # preallocated, attended over its filled prefix only (`PrefixLayer`)
         cache = Cache(layers=[PrefixLayer(cache_len) for _ in range(self.decoder_config.num_hidden_layers)]) if cache_len else None
-        pos = None if attention_mask is None else positions(attention_mask)
-        embeds = self.embed(input_ids, lr)
-        out = self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos, cache=cache, use_cache=cache is not None)
-        last = out.last_hidden_state[:, -1]
+        last = self.hidden_states(input_ids, lr, attention_mask, cache=cache)[:, -1]
         return self.head(last, torch.zeros(len(last), dtype=torch.bool, device=last.device)), cache
 
     def step(
@@ -256,12 +257,10 @@ class DecoderPolicy(Policy):
         if cache is None:  # no KV cache: the whole sequence again
             hidden = self.hidden_states(history, lr, attention_mask, next_code)
             return self.head(hidden[:, -1], image_rows), None
-        pos = None if attention_mask is None else attention_mask.sum(1, keepdim=True) - 1
-        embeds = self.embed(tokens[:, None], lr, None if next_code is None else next_code[:, -1:])
-        out = self.decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos, cache=cache, use_cache=True)
+        hidden = self.hidden_states(tokens[:, None], lr, attention_mask, None if next_code is None else next_code[:, -1:], cache)
         if not need_logits:  # the next token is forced in every row: the cache is filled, skip the head
             return None, cache
-        return self.head(out.last_hidden_state[:, -1], image_rows), cache
+        return self.head(hidden[:, -1], image_rows), cache
 
     def select(self, cache: Any, rows: torch.Tensor) -> Any:
         cache.batch_select_indices(rows)

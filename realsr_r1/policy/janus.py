@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from transformers import AutoProcessor, JanusForConditionalGeneration, PretrainedConfig
 
+from realsr_r1.errors import first_line
 from realsr_r1.policy.decoder import DecoderPolicy
 from realsr_r1.policy.interface import PromptBatch
 from realsr_r1.policy.layout import Layout
@@ -64,9 +65,10 @@ def check_janus_folder(path: str | Path) -> Path:
     model_type = json.loads(config.read_text()).get("model_type")
     if model_type != "janus":
         raise PolicyLoadError(f"policy.path {path}: config.json has model_type {model_type!r}, not 'janus' (a transformers Janus-Pro folder)")
-    missing = [f for f in ("tokenizer_config.json", "processor_config.json") if not (path / f).is_file()]
-    if missing and not (path / "preprocessor_config.json").is_file():
-        raise PolicyLoadError(f"policy.path {path}: no tokenizer/processor files ({', '.join(missing)} missing)")
+    if not (path / "tokenizer_config.json").is_file():
+        raise PolicyLoadError(f"policy.path {path}: no tokenizer_config.json (Janus' tokenizer belongs in the same folder)")
+    if not any((path / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")):
+        raise PolicyLoadError(f"policy.path {path}: no processor_config.json or preprocessor_config.json (Janus' image processor)")
     return path
 
 
@@ -106,7 +108,7 @@ class JanusPolicy(DecoderPolicy):
             processor = AutoProcessor.from_pretrained(path)
             model = JanusForConditionalGeneration.from_pretrained(path)
         except (OSError, ValueError, KeyError) as err:
-            raise PolicyLoadError(f"policy.path {path}: cannot load: {str(err).splitlines()[0]}") from None
+            raise PolicyLoadError(f"policy.path {path}: cannot load: {first_line(err)}") from None
         return JanusPolicy(config, model.eval(), processor).eval()
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -9,7 +9,6 @@ it exactly as it loads `deepseek-community/Janus-Pro-1B`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -125,7 +124,7 @@ def build_tiny_janus(out: str | Path, texts: Iterable[str] = (), seed: int = 0, 
 
 def bundled_texts() -> list[str]:
     """The captions of the bundled sample photos (what the tiny BPE learns by default)."""
+    from realsr_r1.annotate.sidecar import load_sidecar
     from realsr_r1.data.sources import BUNDLED_SIDECAR
 
-    raw = json.loads(BUNDLED_SIDECAR.read_text())
-    return [v for entry in raw.values() for v in entry.values() if isinstance(v, str)]
+    return [text for c in load_sidecar(BUNDLED_SIDECAR).values() for text in (c.rough_understand, c.middle_understand, c.final_understand)]
