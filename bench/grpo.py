@@ -12,18 +12,21 @@ temperature (1.0, no top-p), AdamW at the same learning rate, the per-sequence m
 model) and 0.04 (k3 KL to a frozen copy). Ours: the stage's own `collect` + `update` (rollout engine, rewards, advantages,
 `grpo_loss`) through the plain backend. Theirs: `GRPOTrainer.train()` (`model.generate`, its
 loss), timed between consecutive optimizer steps by a callback. The first `--warmup` steps are
-not timed. Prints completions/s and seconds per optimizer step, the ratio ours / TRL last.
+not timed. The host is shared, so the two sides alternate for `--rounds` rounds (ours, TRL,
+ours, TRL, ...) and each side's figure is the median over all its timed steps: a slow minute
+hits both sides alike. Prints completions/s and seconds per optimizer step, the ratio ours / TRL last.
 
 TRL lives outside the project environment (`make .trl/.installed`: `pip install --no-deps
 --target .trl trl==1.16.0`); the library never imports it.
 
-    python bench/grpo.py [--steps 4] [--warmup 1] [--prompts 2] [--threads 2]
+    python bench/grpo.py [--steps 3] [--warmup 1] [--rounds 3] [--prompts 2] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -69,9 +72,9 @@ def prompts(policy: TinyPolicy, n: int) -> list[Prompt]:
     return [Prompt(cv2.resize(photos[i % len(photos)], (side, side), interpolation=cv2.INTER_AREA)) for i in range(n)]
 
 
-def ours(start: Path, beta: float, steps: int, warmup: int, n_prompts: int) -> tuple[float, float]:
-    """Seconds per optimizer step of the project's GRPO loop body (collect + update), and the
-    completion tokens per step."""
+def ours(start: Path, beta: float, steps: int, warmup: int, n_prompts: int) -> list[tuple[float, int]]:
+    """(seconds, completion tokens) of each timed optimizer step of the project's GRPO loop body
+    (collect + update)."""
     policy = TinyPolicy.from_pretrained(start)
     reference = TinyPolicy.from_pretrained(start).requires_grad_(False) if beta else None
     sampling = Sampling(temperature=1.0, top_p=1.0, image_temperature=1.0, max_text_tokens=None, max_new_tokens=TOKENS)
@@ -84,19 +87,18 @@ def ours(start: Path, beta: float, steps: int, warmup: int, n_prompts: int) -> t
         return RewardBatch({"degradation": r}, r, {})
 
     policy.train()
-    tokens, start_time = 0, 0.0
+    timed = []
     for step in range(warmup + steps):
-        if step == warmup:
-            tokens, start_time = 0, time.perf_counter()
+        started = time.perf_counter()
         experience, _ = collect(policy, batch, cfg, sampling, reward, reference, seed=step)
         update(policy, backend, experience, cfg, sampling)
-        tokens += int(experience.rollout.batch.completion_mask.sum())
-    return (time.perf_counter() - start_time) / steps, tokens / steps
+        timed.append((time.perf_counter() - started, int(experience.rollout.batch.completion_mask.sum())))
+    return timed[warmup:]
 
 
-def trl(start: Path, beta: float, steps: int, warmup: int, n_prompts: int) -> tuple[float, float]:
-    """Seconds per optimizer step of TRL's `GRPOTrainer` on the same backbone, prompts and reward,
-    and the completion tokens per step."""
+def trl(start: Path, beta: float, steps: int, warmup: int, n_prompts: int) -> list[tuple[float, int]]:
+    """(seconds, completion tokens) of each timed optimizer step of TRL's `GRPOTrainer` on the
+    same backbone, prompts and reward."""
     sys.path.insert(0, str(TRL))
     from datasets import Dataset
     from transformers import LlamaForCausalLM, TrainerCallback
@@ -134,14 +136,16 @@ def trl(start: Path, beta: float, steps: int, warmup: int, n_prompts: int) -> tu
         started = time.perf_counter()
         trainer.train()
     stamps.insert(0, started)
-    return (stamps[-1] - stamps[warmup]) / steps, sum(lengths[warmup * n_prompts * G :]) / steps
+    n = n_prompts * G
+    return [(stamps[i + 1] - stamps[i], sum(lengths[i * n : (i + 1) * n])) for i in range(warmup, warmup + steps)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models/sft", help="a policy checkpoint (default: the pipeline's SFT model)")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per side and round")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of each run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each side")
     parser.add_argument("--prompts", type=int, default=2, help="prompts per step (x G = 4 completions)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -152,15 +156,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n = args.prompts * G
-    print(f"GRPO, {args.model}: {args.prompts} prompts x G {G} = {n} completions of {TOKENS} tokens per optimizer step, {args.threads} threads")
+    print(f"GRPO, {args.model}: {args.prompts} prompts x G {G} = {n} completions of {TOKENS} tokens per optimizer step, "
+          f"{args.threads} threads, {args.rounds} rounds of {args.steps} timed steps per side")  # fmt: skip
     ratios = []
     for beta in (0.0, 0.04):
+        steps: dict[str, list[tuple[float, int]]] = {"realsr-r1": [], "TRL GRPOTrainer": []}
+        for round_ in range(args.rounds):
+            for name, run in (("realsr-r1", ours), ("TRL GRPOTrainer", trl)):
+                timed = run(args.model, beta, args.steps, args.warmup, args.prompts)
+                steps[name] += timed
+                print(f"beta {beta}, round {round_ + 1}: {name} " + " ".join(f"{s:.2f}" for s, _ in timed) + " s/step", flush=True)
         rates = {}
-        for name, run in (("realsr-r1", ours), ("TRL GRPOTrainer", trl)):
-            seconds, tokens = run(args.model, beta, args.steps, args.warmup, args.prompts)
-            rates[name] = tokens / seconds / TOKENS
-            print(f"beta {beta}: {name} {seconds:.2f} s/step, {tokens / n:.0f} tokens per completion, "
-                  f"{rates[name]:.2f} completions of {TOKENS} tokens/s", flush=True)  # fmt: skip
+        for name, timed in steps.items():
+            rates[name] = statistics.median(tokens / seconds / TOKENS for seconds, tokens in timed)
+            seconds = statistics.median(s for s, _ in timed)
+            per_completion = sum(t for _, t in timed) / len(timed) / n
+            print(f"beta {beta}: {name} {seconds:.2f} s/step (median), {per_completion:.0f} tokens per completion, "
+                  f"{rates[name]:.2f} completions of {TOKENS} tokens/s (median)", flush=True)  # fmt: skip
         ratios.append(rates["realsr-r1"] / rates["TRL GRPOTrainer"])
     print(f"ratio realsr-r1 / TRL completions/s: beta 0 {ratios[0]:.2f}x, beta 0.04 {ratios[1]:.2f}x")
 

@@ -11,6 +11,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from realsr_r1.policy import decoder
 from realsr_r1.policy.interface import Sampling, SequenceBatch
 from realsr_r1.policy.layout import FORCED, IMAGE
 from realsr_r1.policy.tiny import TinyPolicy
@@ -191,9 +192,11 @@ def test_rollout_keeps_the_slot_kinds_that_a_replay_would_find(setup) -> None:
     assert torch.equal(kept, again)
 
 
-def test_chunked_score_equals_a_full_log_softmax_with_its_gradient(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("recompute", [True, False])
+def test_chunked_score_equals_a_full_log_softmax_with_its_gradient(setup, monkeypatch: pytest.MonkeyPatch, recompute: bool) -> None:
     """Chunks of 7 positions (boundaries inside text and image blocks) against the plain
-    computation over the whole (B, L, V) logits, CFG on, values and parameter gradients."""
+    computation over the whole (B, L, V) logits, CFG on, values and parameter gradients; with
+    the chunks recomputed in the backward pass (activation checkpointing) and without."""
     policy, prompts = setup
     s = replace(SAMPLING, cfg=0.8, temperature=1.3)
     out = policy.rollout(prompts, 2, s, seed=13)
@@ -217,7 +220,11 @@ def test_chunked_score_equals_a_full_log_softmax_with_its_gradient(setup, monkey
         return loss, [torch.zeros(1) if g is None else g for g in grads]
 
     monkeypatch.setattr(policy, "score_chunk", 7)
+    monkeypatch.setattr(policy, "checkpoint_logits_above", 0 if recompute else 2**40)
+    checkpoints: list[int] = []
+    monkeypatch.setattr(decoder, "checkpoint", lambda *a, **kw: checkpoints.append(1) or torch.utils.checkpoint.checkpoint(*a, **kw))
     scores = policy.score(batch, s)
+    assert bool(checkpoints) == recompute
     ref_lp, ref_z = reference()
     assert (scores.logprobs - ref_lp).abs().max() < 1e-4 and (scores.log_z - ref_z).abs().max() < 1e-4
     loss, grads = loss_and_grads(scores.logprobs, scores.log_z)
@@ -226,6 +233,40 @@ def test_chunked_score_equals_a_full_log_softmax_with_its_gradient(setup, monkey
     for g, r in zip(grads, ref_grads, strict=True):
         assert torch.allclose(g, r, rtol=1e-3, atol=1e-5)
     assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_a_groups_prompt_runs_once_and_scores_as_if_every_row_ran_it(setup) -> None:
+    """Rows in runs of one prompt (`PromptBatch.repeat`) run the prompt once, in `score` and in
+    the rollout's prefill, and share its KV cache: against every row running it (group_size 1),
+    the same log-probs and gradients, the same prefill logits and cache; left padding and CFG on."""
+    policy, prompts = setup
+    padded, _ = ragged(prompts, [3, 0, 5], policy.layout.pad)
+    widths: list[int] = []
+    hook = policy.decoder.register_forward_pre_hook(lambda m, a, kw: widths.append(len(kw["inputs_embeds"])), with_kwargs=True)
+    try:
+        for sampling in (SAMPLING, replace(SAMPLING, cfg=0.8)):
+            rows = 2 if sampling.cfg else 1  # conditional (and LR-blanked) rows
+            out = policy.rollout(padded, group_size=3, sampling=sampling, seed=5)
+            assert out.batch.prompt.group_size == 3
+            every = replace(out.batch, prompt=replace(out.batch.prompt, group_size=1))
+            widths.clear()
+            shared = policy.score(out.batch, sampling)
+            assert widths == [3 * rows, 9 * rows]  # the prompts once, then the completions over their cache
+            widths.clear()
+            alone = policy.score(every, sampling)
+            assert widths == [9 * rows]
+            assert (shared.logprobs - alone.logprobs).abs().max() < 1e-5
+            grads = [torch.autograd.grad(s.logprobs.sum(), list(policy.parameters()), allow_unused=True) for s in (shared, alone)]
+            for g, r in zip(*grads, strict=True):
+                assert (g is None) == (r is None) and (g is None or torch.allclose(g, r, rtol=1e-4, atol=1e-6))
+    finally:
+        hook.remove()
+    rows = padded.repeat(3)
+    with torch.no_grad():
+        (a, cache_a), (b, cache_b) = (policy.prefill(rows.input_ids, rows.lr, rows.input_ids.shape[1] + 8, rows.attention_mask, g) for g in (3, 1))
+    assert (a - b).abs().max() < 1e-5
+    for x, y in zip(cache_a.layers, cache_b.layers, strict=True):
+        assert x.keys.shape == y.keys.shape and (x.keys - y.keys).abs().max() < 1e-5
 
 
 @pytest.fixture(scope="module")

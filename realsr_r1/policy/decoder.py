@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PretrainedConfig
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from realsr_r1.policy import llama_step
 from realsr_r1.policy import rollout as engine
 from realsr_r1.policy.interface import Policy, PromptBatch, Rollout, Sampling, SequenceBatch, TokenScores
 from realsr_r1.policy.layout import IMAGE, Layout
@@ -76,8 +77,16 @@ class PrefixLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep only the rows `indices` (finished samples leave the batch)."""
         if self.is_initialized:
-            self.key_store, self.value_store = self.key_store[indices], self.value_store[indices]
-            self.keys, self.values = self.key_store[:, :, : self.length], self.value_store[:, :, : self.length]
+            self._rows(lambda t: t[indices])
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Each row `repeats` times in a row (a prompt's cache copied to its group)."""
+        if self.is_initialized:
+            self._rows(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def _rows(self, fn: Any) -> None:
+        self.key_store, self.value_store = fn(self.key_store), fn(self.value_store)
+        self.keys, self.values = self.key_store[:, :, : self.length], self.value_store[:, :, : self.length]
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -113,6 +122,9 @@ class DecoderPolicy(Policy):
     uint8 there anyway); the layout's tables follow `.to(device)`."""
 
     score_chunk = 256  # positions whose logits `score` holds at once
+    # with gradients, chunks are recomputed in the backward pass only when the whole batch's
+    # float32 logits would pass this: below it the memory saved is small and the head's second pass is not
+    checkpoint_logits_above = 2**27
     config: Any  # the backbone's own config dataclass; it has `lr_size` and `scale`
     layout: Layout
     image_tokenizer: ImageTokenizer
@@ -181,34 +193,64 @@ class DecoderPolicy(Policy):
         self, ids: torch.Tensor, lr: torch.Tensor | None, mask: torch.Tensor | None, next_code: torch.Tensor | None = None, cache: Any = None
     ) -> torch.Tensor:
         """The decoder over `ids`: whole sequences, or the tokens that follow `cache`'s (which it
-        fills). `mask` covers the cached positions too; None: no row is padded."""
+        fills). `mask` covers the cached positions too; None: no row is padded. One token after a
+        cache (the rollout's step) takes the lean Llama step where the decoder allows it."""
         pos = None if mask is None else positions(mask)[:, -ids.shape[1] :]
-        out = self.decoder(inputs_embeds=self.embed(ids, lr, next_code), attention_mask=mask, position_ids=pos, cache=cache, use_cache=cache is not None)
-        return out.last_hidden_state
+        x = self.embed(ids, lr, next_code)
+        if cache is not None and ids.shape[1] == 1 and llama_step.supports(self.decoder):
+            position = torch.full((len(ids),), cache.get_seq_length(), device=ids.device) if pos is None else pos[:, 0]
+            return llama_step.step(self.decoder, x, position, cache, mask)
+        return self.decoder(inputs_embeds=x, attention_mask=mask, position_ids=pos, cache=cache, use_cache=cache is not None).last_hidden_state
+
+    def completion_hidden(
+        self,
+        prompt_ids: torch.Tensor,
+        comp_ids: torch.Tensor,
+        lr: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        next_code: torch.Tensor,
+        group_size: int = 1,
+    ) -> torch.Tensor:
+        """(R, P) prompts + (R, L) completions -> (R, L, H): the hidden states that predict each
+        completion token. Rows in runs of `group_size` copies of one prompt (a GRPO group) run
+        the prompt once and share its KV cache, so a group's prompt costs one row, not G
+        (unless the decoder checkpoints its layers: `transformers` drops the cache then)."""
+        p = prompt_ids.shape[1]
+        if group_size == 1 or any(getattr(m, "gradient_checkpointing", False) for m in self.decoder.modules()):
+            return self.hidden_states(torch.cat([prompt_ids, comp_ids], 1), lr, mask, next_code)[:, p - 1 : -1]
+        first = slice(None, None, group_size)  # the first row of each run
+        cache = DynamicCache(config=self.decoder_config)
+        prompt_mask = None if mask is None else mask[first, :p]
+        last = self.hidden_states(prompt_ids[first], None if lr is None else lr[first], prompt_mask, next_code[first, :p], cache)[:, -1:]
+        cache.batch_repeat_interleave(group_size)
+        tail = self.hidden_states(comp_ids, lr, mask, next_code[:, p:], cache)
+        return torch.cat([last.repeat_interleave(group_size, dim=0), tail[:, :-1]], 1)
 
     def score(self, batch: SequenceBatch, sampling: Sampling) -> TokenScores:
         """Hidden states once, then the head and the log-probs a chunk of positions at a time.
 
         Only the chosen token's log-prob (and log Z) leave a chunk, so memory holds one chunk's
         logits, never (batch x length x vocabulary); with gradients each chunk is recomputed in
-        the backward pass (activation checkpointing) for the same reason."""
+        the backward pass (activation checkpointing) for the same reason, once the batch's
+        logits would pass `checkpoint_logits_above` bytes."""
         batch = batch.to(self.device)
         p, comp, valid = batch.prompt.input_ids.shape[1], batch.completion_ids, batch.completion_mask
         kinds = batch.kinds if batch.kinds is not None else self.layout.replay(comp, valid, sampling.max_text_tokens)
-        ids = torch.cat([batch.prompt.input_ids, comp], 1)
+        prompt_ids, comp_ids = batch.prompt.input_ids, comp
         mask = batch.prompt.attention_mask
         mask = None if mask is None else torch.cat([mask, torch.ones_like(valid)], 1)
         next_code = next_codes(kinds, p)
         if sampling.cfg is not None:  # conditional and LR-blanked rows in one pass, as in the rollout
-            ids = torch.cat([ids, torch.cat([batch.prompt.uncond_ids, comp], 1)])
+            prompt_ids, comp_ids = torch.cat([prompt_ids, batch.prompt.uncond_ids]), torch.cat([comp, comp])
             next_code = torch.cat([next_code, next_code])
             mask = None if mask is None else torch.cat([mask, mask])
-        hidden = self.hidden_states(ids, batch.prompt.lr, mask, next_code)[:, p - 1 : -1]
+        hidden = self.completion_hidden(prompt_ids, comp_ids, batch.prompt.lr, mask, next_code, batch.prompt.group_size)
         chunk = partial(self._score_chunk, sampling=sampling)
+        recompute = torch.is_grad_enabled() and hidden.shape[0] * hidden.shape[1] * self.layout.vocab_size * 4 > self.checkpoint_logits_above
         lps, zs = [], []
         for s in range(0, comp.shape[1], self.score_chunk):
             part = (hidden[:, s : s + self.score_chunk], comp[:, s : s + self.score_chunk], kinds[:, s : s + self.score_chunk])
-            if torch.is_grad_enabled():
+            if recompute:
                 lp, z = checkpoint(chunk, *part, use_reentrant=False)
             else:
                 lp, z = chunk(*part)
@@ -236,12 +278,22 @@ class DecoderPolicy(Policy):
 
     # ------------------------------------------------------------------- StepModel
     def prefill(
-        self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        lr: torch.Tensor | None,
+        cache_len: int | None,
+        attention_mask: torch.Tensor | None = None,
+        group_size: int = 1,
     ) -> tuple[torch.Tensor, Any]:
         # preallocated, attended over its filled prefix only (`PrefixLayer`)
         cache = Cache(layers=[PrefixLayer(cache_len) for _ in range(self.decoder_config.num_hidden_layers)]) if cache_len else None
-        last = self.hidden_states(input_ids, lr, attention_mask, cache=cache)[:, -1]
-        return self.head(last, torch.zeros(len(last), dtype=torch.bool, device=last.device)), cache
+        first = slice(None, None, group_size)  # each prompt once, then copied to its run
+        mask = None if attention_mask is None else attention_mask[first]
+        last = self.hidden_states(input_ids[first], None if lr is None else lr[first], mask, cache=cache)[:, -1]
+        logits = self.head(last, torch.zeros(len(last), dtype=torch.bool, device=last.device))
+        if cache is not None:
+            cache.batch_repeat_interleave(group_size)
+        return logits.repeat_interleave(group_size, dim=0), cache
 
     def step(
         self,

@@ -47,20 +47,23 @@ class PromptBatch:
     lr: torch.Tensor  # (B, 3, h, w) float in [0, 1]
     # (B, P) bool: real prompt tokens, False on the left padding; None: no row is padded
     attention_mask: torch.Tensor | None = None
+    # rows come in runs of this many copies of one prompt (`repeat`): the rollout's prefill and
+    # `score` run each prompt once and share its KV cache with its run
+    group_size: int = 1
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def to(self, device: torch.device) -> PromptBatch:
-        return self._map(lambda t: t.to(device))
+        return self._map(lambda t: t.to(device), self.group_size)
 
     def repeat(self, group_size: int) -> PromptBatch:
         """Each prompt `group_size` times in a row (a GRPO group is contiguous)."""
-        return self._map(lambda t: t.repeat_interleave(group_size, dim=0))
+        return self._map(lambda t: t.repeat_interleave(group_size, dim=0), self.group_size * group_size)
 
-    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> PromptBatch:
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor], group_size: int) -> PromptBatch:
         mask = None if self.attention_mask is None else fn(self.attention_mask)
-        return PromptBatch(fn(self.input_ids), fn(self.uncond_ids), fn(self.lr), mask)
+        return PromptBatch(fn(self.input_ids), fn(self.uncond_ids), fn(self.lr), mask, group_size)
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,16 @@ class StepModel(Protocol):
     device: torch.device
 
     def prefill(
-        self, input_ids: torch.Tensor, lr: torch.Tensor | None, cache_len: int | None, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        lr: torch.Tensor | None,
+        cache_len: int | None,
+        attention_mask: torch.Tensor | None = None,
+        group_size: int = 1,
     ) -> tuple[torch.Tensor, Any]:
         """Logits of the next token (B, V) and a cache for `cache_len` positions (None: no cache);
-        `attention_mask` (B, P) bool marks left padding (None: none)."""
+        `attention_mask` (B, P) bool marks left padding (None: none); rows come in runs of
+        `group_size` copies of one prompt, which may be computed once."""
 
     def step(
         self,
@@ -136,10 +142,10 @@ def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     CPU, 17x slower for a 3k vocabulary. A zero-probability index is never drawn."""
     cdf = probs.cumsum(-1)
     u = torch.rand(len(probs), 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
-    index = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    # u can round up to the total: stay on the last index with probability mass
-    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(-1)
-    return torch.minimum(index, last)
+    index = torch.searchsorted(cdf, u, right=True)
+    # u can round up to the total: stay on the first index where the cdf reaches it (it has mass)
+    last = torch.searchsorted(cdf, cdf[:, -1:].contiguous())
+    return torch.minimum(index, last).squeeze(-1)
 
 
 def generate(
@@ -173,7 +179,8 @@ def _generate(model: StepModel, prompts: PromptBatch, sampling: Sampling, seed: 
     lr = prompts.lr
     longest = layout.max_completion_length(sampling.max_text_tokens)
     steps = sampling.max_new_tokens if longest is None else min(sampling.max_new_tokens, longest)
-    logits, cache = model.prefill(history, lr, history.shape[1] + steps if sampling.use_cache else None, attn)
+    # conditional rows, then LR-blanked ones: both in runs of `group_size` copies of one prompt
+    logits, cache = model.prefill(history, lr, history.shape[1] + steps if sampling.use_cache else None, attn, prompts.group_size)
     next_code = torch.full_like(history, -1)  # per fed position: the image code it predicts (-1: none)
     ptr = torch.zeros(n, dtype=torch.long, device=device)
     text_len = torch.zeros_like(ptr)
@@ -185,8 +192,8 @@ def _generate(model: StepModel, prompts: PromptBatch, sampling: Sampling, seed: 
     if keep_image_probs:  # filled in place: row r's j-th image code distribution at [r, j]
         image_probs = torch.zeros(n, int((kinds_of == IMAGE).sum()), layout.codebook_size, device=device)
     out_ids, out_lp, out_kind, out_valid = [], [], [], []
+    kinds, forced_token = layout.slots(ptr, text_len, sampling.max_text_tokens)
     for _ in range(steps):
-        kinds, forced_token = layout.slots(ptr, text_len, sampling.max_text_tokens)
         forced = kinds == FORCED
         capped_any |= forced & (kinds_of[ptr] >= 2) & ~done
         token, lp = forced_token.clone(), zeros.clone()
@@ -224,7 +231,8 @@ def _generate(model: StepModel, prompts: PromptBatch, sampling: Sampling, seed: 
             attn = None if attn is None else attn[both]
             active = active[keep]
         fed = torch.cat([token[active], token[active]]) if use_cfg else token[active]
-        next_kinds, _ = layout.slots(ptr[active], text_len[active], sampling.max_text_tokens)
+        kinds, forced_token = layout.slots(ptr, text_len, sampling.max_text_tokens)  # the next step's slots
+        next_kinds = kinds[active]
         code = torch.where(next_kinds == IMAGE, image_slot[active], -1)
         code = torch.cat([code, code]) if use_cfg else code
         if sampling.use_cache:
