@@ -248,8 +248,7 @@ class DecoderPolicy(Policy):
         chunk = partial(self._score_chunk, sampling=sampling)
         recompute = torch.is_grad_enabled() and hidden.shape[0] * hidden.shape[1] * self.layout.vocab_size * 4 > self.checkpoint_logits_above
         lps, zs = [], []
-        for s in range(0, comp.shape[1], self.score_chunk):
-            part = (hidden[:, s : s + self.score_chunk], comp[:, s : s + self.score_chunk], kinds[:, s : s + self.score_chunk])
+        for part in zip(*(t.split(self.score_chunk, dim=1) for t in (hidden, comp, kinds)), strict=True):  # views, as in the blocks below
             if recompute:
                 lp, z = checkpoint(chunk, *part, use_reentrant=False)
             else:

@@ -94,15 +94,17 @@ def teacher_forced_logprobs(
     """(rows, V) logits of scored positions -> (log-prob of `tokens`, log Z of the raw logits).
 
     Rows go through in blocks of an eighth, so the temporaries (guided and scaled copies, the
-    logsumexp's own) stay a fraction of the logits the caller holds."""
+    logsumexp's own) stay a fraction of the logits the caller holds. The blocks are `split`
+    views: their gradients join by one concatenation, where slices would each fill a zero
+    gradient of the whole logits."""
     block = max(1, -(-len(cond) // 8))
+    cond_blocks = cond.split(block)
+    uncond_blocks = [None] * len(cond_blocks) if uncond is None else uncond.split(block)
     out_lp, out_z = [], []
-    for s in range(0, len(cond), block):
-        rows = slice(s, s + block)
-        k = kinds[rows]
-        logits = guide(cond[rows], None if uncond is None else uncond[rows], k == IMAGE, sampling.cfg)
+    for c, u, t, k in zip(cond_blocks, uncond_blocks, tokens.split(block), kinds.split(block), strict=True):
+        logits = guide(c, u, k == IMAGE, sampling.cfg)
         out_z.append(torch.logsumexp(logits.float(), dim=-1))
-        out_lp.append(picked_logprobs(constrained_logits(logits, k, layout, sampling), tokens[rows], k)[0])
+        out_lp.append(picked_logprobs(constrained_logits(logits, k, layout, sampling), t, k)[0])
     return torch.cat(out_lp), torch.cat(out_z)
 
 
@@ -187,7 +189,13 @@ def _generate(model: StepModel, prompts: PromptBatch, sampling: Sampling, seed: 
     done = torch.zeros(n, dtype=torch.bool, device=device)
     capped_any = torch.zeros_like(done)
     zeros = torch.zeros(n, device=device)
-    active = torch.arange(n, device=device)  # rows still in the batch: finished rows leave it (and the cache)
+    # rows still in the batch (None: all of them, so no step pays for indexing); finished rows
+    # leave it and the cache
+    active: torch.Tensor | None = None
+
+    def live(t: torch.Tensor) -> torch.Tensor:
+        return t if active is None else t[active]
+
     image_probs, image_slot = None, torch.zeros_like(ptr)
     if keep_image_probs:  # filled in place: row r's j-th image code distribution at [r, j]
         image_probs = torch.zeros(n, int((kinds_of == IMAGE).sum()), layout.codebook_size, device=device)
@@ -195,45 +203,51 @@ def _generate(model: StepModel, prompts: PromptBatch, sampling: Sampling, seed: 
     kinds, forced_token = layout.slots(ptr, text_len, sampling.max_text_tokens)
     for _ in range(steps):
         forced = kinds == FORCED
-        capped_any |= forced & (kinds_of[ptr] >= 2) & ~done
-        token, lp = forced_token.clone(), zeros.clone()
+        if sampling.max_text_tokens is not None:  # a text slot forced by its cap
+            capped_any |= forced & (kinds_of[ptr] >= 2) & ~done
+        token, lp = forced_token, zeros  # finished rows keep these (the token becomes pad below)
         if not bool(forced.all()):  # else tags, image structure, eos: nothing to sample this step
-            a_kinds, a_forced = kinds[active], forced[active]
+            a_kinds, a_forced = live(kinds), live(forced)
             image_rows = a_kinds == IMAGE
             if use_cfg:
-                logits = guide(logits[: len(active)], logits[len(active) :], image_rows, sampling.cfg)
+                logits = guide(logits[: len(a_kinds)], logits[len(a_kinds) :], image_rows, sampling.cfg)
             scaled = constrained_logits(logits, a_kinds, layout, sampling)
             probs = _filter(scaled, a_kinds, sampling).softmax(-1)
-            a_token = draw(probs, gen)
-            a_token = torch.where(a_forced, forced_token[active], a_token)
-            token[active] = a_token
-            lp[active], lse = picked_logprobs(scaled, a_token, a_kinds)
+            a_token = torch.where(a_forced, live(forced_token), draw(probs, gen))
+            a_lp, lse = picked_logprobs(scaled, a_token, a_kinds)
+            if active is None:
+                token, lp = a_token, a_lp
+            else:
+                token, lp = forced_token.clone(), zeros.clone()
+                token[active], lp[active] = a_token, a_lp
             if image_probs is not None:
-                rows = active[image_rows]
+                rows = image_rows.nonzero().flatten() if active is None else active[image_rows]
                 code_logits = scaled[image_rows, layout.code_offset :] - lse[image_rows].unsqueeze(-1)
                 image_probs[rows, image_slot[rows]] = code_logits.exp()
         token = torch.where(done, layout.pad, token)
         image_slot += (kinds == IMAGE) & ~done
         out_ids.append(token)
-        out_lp.append(torch.where(done, zeros, lp))
+        out_lp.append(lp)
         out_kind.append(torch.where(done, FORCED, kinds))
         out_valid.append(~done)
-        new_ptr, new_len = layout.advance(ptr, text_len, token)
-        ptr, text_len = torch.where(done, ptr, new_ptr), torch.where(done, text_len, new_len)
-        done = done | (ptr == layout.program.length)
+        # a finished row stays on the program's sentinel slot (its pad advances nowhere)
+        ptr, text_len = layout.advance(ptr, text_len, token)
+        done = ptr == layout.program.length
         if bool(done.all()):
             break
-        if bool(done[active].any()):  # drop finished rows from the batch and the cache
-            keep = (~done[active]).nonzero().flatten()
-            both = torch.cat([keep, keep + len(active)]) if use_cfg else keep
+        still = ~live(done)
+        if not bool(still.all()):  # drop finished rows from the batch and the cache
+            keep = still.nonzero().flatten()
+            both = torch.cat([keep, keep + len(still)]) if use_cfg else keep
             cache = model.select(cache, both) if cache is not None else None
             history, next_code = history[both], next_code[both]
             attn = None if attn is None else attn[both]
-            active = active[keep]
-        fed = torch.cat([token[active], token[active]]) if use_cfg else token[active]
+            active = keep if active is None else active[keep]
+        fed = live(token)
+        fed = torch.cat([fed, fed]) if use_cfg else fed
         kinds, forced_token = layout.slots(ptr, text_len, sampling.max_text_tokens)  # the next step's slots
-        next_kinds = kinds[active]
-        code = torch.where(next_kinds == IMAGE, image_slot[active], -1)
+        next_kinds = live(kinds)
+        code = torch.where(next_kinds == IMAGE, live(image_slot), -1)
         code = torch.cat([code, code]) if use_cfg else code
         if sampling.use_cache:
             next_code = code[:, None]
@@ -243,7 +257,7 @@ def _generate(model: StepModel, prompts: PromptBatch, sampling: Sampling, seed: 
         if attn is not None:
             attn = torch.cat([attn, attn.new_ones(len(attn), 1)], dim=1)
         need_logits = not bool((next_kinds == FORCED).all())
-        logits, cache = model.step(fed, cache, history, lr[active], need_logits, next_code, attn)
+        logits, cache = model.step(fed, cache, history, live(lr), need_logits, next_code, attn)
     return RawRollout(
         completion_ids=torch.stack(out_ids, 1),
         completion_mask=torch.stack(out_valid, 1),
