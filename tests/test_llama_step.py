@@ -82,7 +82,7 @@ def test_supports_stock_llama_only() -> None:
 
     assert not llama_step.supports(Custom(model.config))
     eager = LlamaModel(LlamaConfig(**{**model.config.to_dict(), "attn_implementation": "eager"}))
-    assert not llama_step.supports(eager)  # eager is no registered attention function: the model's own forward runs
+    assert not llama_step.supports(eager)  # only SDPA: the model's own forward runs for any other attention
 
 
 def test_rollout_through_the_step_equals_one_through_the_llama_forward(tiny_parts, monkeypatch: pytest.MonkeyPatch) -> None:

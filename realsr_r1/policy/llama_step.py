@@ -27,14 +27,18 @@ from transformers.models.llama.modeling_llama import (
 
 
 def supports(decoder: nn.Module) -> bool:
-    """A stock `LlamaModel` (no subclass, stock layers, norms and MLPs) with a registered
-    attention function: what `step` reproduces exactly."""
+    """A stock `LlamaModel` (no subclass, stock layers, norms and MLPs) on SDPA attention: what
+    `step` reproduces exactly. (Flash and flex attention take their masks in other forms, and
+    eager is no registered function; those keep the model's own forward.)"""
     return (
         type(decoder) is LlamaModel
-        and decoder.config._attn_implementation in ALL_ATTENTION_FUNCTIONS
+        and decoder.config._attn_implementation == "sdpa"
         and type(decoder.norm) is LlamaRMSNorm
         and all(
-            type(layer) is LlamaDecoderLayer and type(layer.mlp) is LlamaMLP and type(layer.input_layernorm) is LlamaRMSNorm
+            type(layer) is LlamaDecoderLayer
+            and type(layer.mlp) is LlamaMLP
+            and type(layer.input_layernorm) is LlamaRMSNorm
+            and type(layer.post_attention_layernorm) is LlamaRMSNorm
             for layer in decoder.layers
         )
     )
