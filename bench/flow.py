@@ -4,7 +4,7 @@ In a temporary copy of this repository on tiny params (`TINY_PIPELINE`: small da
 steps, so filling the caches takes minutes): a Prefect server (own SQLite), a process work pool and
 worker, `prefect deploy --all`; one real `dvc repro` and one flow run fill the caches and the
 DVC remote (the local default). Then both are timed on the cached pipeline (median of --repeat
-runs) and the difference is printed against the issue's budget of 15 s.
+runs) and the difference is printed against the budget of 15 s.
 
     .venv/bin/python bench/flow.py [--repeat 3] [--query-seconds 1]
 
@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import BIN, GIT_ID, TINY_PIPELINE, PrefectServer, Worker, copy_repo
+from tests.helpers import GIT_ID, TINY_PIPELINE, copy_repo
+from tests.servers import BIN, PrefectServer, Worker
 
 BUDGET_S = 15.0
 

@@ -1,6 +1,5 @@
 """Janus-Pro-1B-sized training on one GPU: SFT tokens/s, peak memory, GRPO seconds per step and
-the rollout's share of it. The script a session with a GPU runs once (under 8 minutes on an
-H200); its figures go into the README's "Train at scale" section.
+the rollout's share of it, to run once on a GPU; its figures belong in docs/performance.md.
 
 A random-init `JanusForConditionalGeneration` with Janus-Pro-1B's architecture (24 layers,
 hidden 2048, the 102,400-row vocabulary, the 24-layer vision tower at 384 px, the 16,384-code

@@ -1,7 +1,7 @@
 """Benchmark: rewards per second for a batch of 64 completions (64x64 and 256x256 final images).
 
 No peer to compare against: prints each reward's time and share for the batch, the full
-`score_batch` throughput, and checks the issue's budget (generation < 20 ms per 64x64 image on
+`score_batch` throughput, and checks the budget (generation < 20 ms per 64x64 image on
 the offline default). Run: `PYTHONPATH=. .venv/bin/python bench/rewards.py [--threads 2] [--semantic]`.
 """
 

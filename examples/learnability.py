@@ -6,7 +6,8 @@ LR photo get? Policy-independent reference points for the SFT targets, from the 
 Degradation: the best constant answer, a k-nearest-neighbour answer on LR image statistics, and
 one gradient-boosted classifier per slot of the description (kernel, resize, noise, JPEG of each
 stage and the final step) on the LR pixels and statistics, all scored with the reward itself.
-PSNR: ridge regression from each 6x6 LR window to the 8x8 residual over bicubic it sits under,
+PSNR: Real-ESRGAN x4plus (the field's pretrained reference, when the `peer` extra is installed),
+ridge regression from each 6x6 LR window to the 8x8 residual over bicubic it sits under,
 and a logistic regression over the residual codebook decoded by its expectation (what the
 policy's expected decoding does), on the Y channel as the SFT evaluation scores it.
 """
@@ -21,41 +22,41 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from tqdm import tqdm
 
-from realsr_r1.data.shards import ShardSample, read_samples
+from realsr_r1.data.shards import ShardSample, evenly_spaced, read_samples
 from realsr_r1.degrade.describe import Item, _kernel_item, _resize_item, compression_severity, noise_severity
-from realsr_r1.quality import quality_y
+from realsr_r1.evaluate import realesrgan
+from realsr_r1.quality import border, psnr_ssim_y
 from realsr_r1.rewards.degradation import item_score
 from realsr_r1.tokenizers.factory import load_image_tokenizer
 from realsr_r1.tokenizers.image import bicubic, patchify, to_tensor, to_uint8, unpatchify
 
+Slot = tuple[Item, ...] | str  # the items of one choice (none: empty), or a severity / the final order
 
-def slots(draw: dict) -> dict[str, str]:
-    """The description's independent choices, one label each (`assemble` turns them back into items)."""
+
+def slots(draw: dict) -> dict[str, Slot]:
+    """The description's independent choices, one typed value each (`assemble` turns them back into items)."""
     pad, size, out = draw["kernel_pad"], draw["gt_size"], {}
     for name in ("stage1", "stage2"):
         stage = draw[name]
-        out[f"{name}.blur"] = repr(_kernel_item(stage["blur"], pad)) if stage["blur"]["applied"] else "None"
-        out[f"{name}.resize"] = repr(_resize_item(size, stage["resize"]["size"]))
+        out[f"{name}.blur"] = (_kernel_item(stage["blur"], pad),) if stage["blur"]["applied"] else ()
+        out[f"{name}.resize"] = tuple(_resize_item(size, stage["resize"]["size"]))
         size = stage["resize"]["size"]
         out[f"{name}.noise"] = noise_severity(draw["measured"][f"{name}_noise_std"])
         out[f"{name}.jpeg"] = compression_severity(stage["jpeg"]["quality"])
     final = draw["final"]
-    out["final.resize"] = repr(_resize_item(size, final["resize"]["size"]))
-    out["final.sinc"] = repr(_kernel_item(final["sinc"], pad)) if final["sinc"]["applied"] else "None"
+    out["final.resize"] = tuple(_resize_item(size, final["resize"]["size"]))
+    out["final.sinc"] = (_kernel_item(final["sinc"], pad),) if final["sinc"]["applied"] else ()
     out["final.jpeg"] = compression_severity(final["jpeg"]["quality"])
     out["final.order"] = final["order"]
     return out
 
 
-def assemble(s: dict[str, str]) -> list[Item]:
+def assemble(s: dict[str, Slot]) -> list[Item]:
     """Items in the order `describe` writes them."""
     items: list[Item] = []
     for name in ("stage1", "stage2"):
-        blur = eval(s[f"{name}.blur"])
-        items += ([blur] if blur else []) + eval(s[f"{name}.resize"])
-        items += [("noise", s[f"{name}.noise"]), ("compression", s[f"{name}.jpeg"])]
-    sinc = eval(s["final.sinc"])
-    resize = eval(s["final.resize"]) + ([sinc] if sinc else [])
+        items += [*s[f"{name}.blur"], *s[f"{name}.resize"], ("noise", s[f"{name}.noise"]), ("compression", s[f"{name}.jpeg"])]
+    resize = [*s["final.resize"], *s["final.sinc"]]
     jpeg = [("compression", s["final.jpeg"])]
     return items + (resize + jpeg if s["final.order"] == "resize_then_jpeg" else jpeg + resize)
 
@@ -106,18 +107,19 @@ def degradation_bounds(train: list[ShardSample], val: list[ShardSample], rng: np
     x_va = np.concatenate([f_va, lr_va.reshape(len(lr_va), -1)], 1)
     s_tr, s_va = [slots(s.degradation) for s in train], [slots(s.degradation) for s in val]
     assert all(assemble(s) == o for s, o in zip(s_tr, ops_tr)), "slots() no longer mirrors describe()"
-    predicted: list[dict[str, str]] = [{} for _ in val]
+    predicted: list[dict[str, Slot]] = [{} for _ in val]
     for key in tqdm(s_tr[0], desc="per-slot classifiers", leave=False):
-        y = np.array([s[key] for s in s_tr])
+        values = sorted({s[key] for s in s_tr} | {s[key] for s in s_va}, key=repr)  # class index -> value
+        index = {v: i for i, v in enumerate(values)}
+        y = np.array([index[s[key]] for s in s_tr])
         for row, label in zip(
             predicted, HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(x_tr, y).predict(x_va)
         ):
-            row[key] = label
-        truth = np.array([s[key] for s in s_va])
-        labels, n = np.unique(y, return_counts=True)
-        print(
-            f"  {key:14s} accuracy {np.mean([p[key] for p in predicted] == truth):.2f} (majority {np.mean(truth == labels[n.argmax()]):.2f})"
-        )
+            row[key] = values[label]
+        truth = np.array([index[s[key]] for s in s_va])
+        guess = np.array([index[p[key]] for p in predicted])
+        majority = np.bincount(y).argmax()
+        print(f"  {key:14s} accuracy {np.mean(guess == truth):.2f} (majority {np.mean(truth == majority):.2f})")
     score = np.mean([item_score(assemble(p), t) for p, t in zip(predicted, ops_va)])
     print(f"per-slot gradient boosting on LR pixels + statistics: {score:.3f} on val")
 
@@ -147,10 +149,18 @@ def psnr_bounds(
     gts = [s.hr for s in val]
     size = tuple(val[0].hr.shape[:2])
 
+    pixels = border(size[1], lr_va.shape[-1])
+
     def psnr(residual: torch.Tensor) -> float:
-        return quality_y(list(to_uint8((bicubic(lr_va, size) + residual).clamp(0, 1))), gts)[0]
+        return float(psnr_ssim_y(to_uint8((bicubic(lr_va, size) + residual).clamp(0, 1)), gts, pixels)[0].mean())
 
     print(f"bicubic: {psnr(torch.zeros(len(val), 3, *size)):.2f} dB PSNR-Y on {len(val)} val samples")
+    if (why := realesrgan.unavailable()) is None:  # the field's reference reads the same LR
+        model = realesrgan.RealESRGAN(threads=torch.get_num_threads())
+        outs = [model.upscale(s.lr) for s in tqdm(val, desc="Real-ESRGAN", leave=False)]
+        print(f"Real-ESRGAN x4plus (pretrained): {psnr(to_tensor(outs) - bicubic(lr_va, size)):.2f} dB")
+    else:
+        print(f"Real-ESRGAN x4plus: skipped ({why})")
     y_tr = res_tr.flatten(0, 2).numpy()
     pred = Ridge(alpha=1.0).fit(x_tr, y_tr).predict(x_va)
     print(
@@ -169,13 +179,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shards", default="data/shards")
     ap.add_argument("--tokenizer", default="models/tokenizer/image")
-    ap.add_argument("--val-samples", type=int, default=512, help="val samples scored (random, seeded)")
+    ap.add_argument("--val-samples", type=int, default=None, help="val samples scored, evenly spread (default: the whole split)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     train = list(tqdm(read_samples(f"{args.shards}/train"), desc="train shards", leave=False))
     val = list(tqdm(read_samples(f"{args.shards}/val"), desc="val shards", leave=False))
-    val = [val[i] for i in sorted(rng.choice(len(val), min(args.val_samples, len(val)), replace=False))]
+    val = evenly_spaced(val, args.val_samples or len(val))
     print(f"{len(train)} train / {len(val)} val samples, LR {train[0].lr.shape[1]}x{train[0].lr.shape[0]}")
     degradation_bounds(train, val, rng)
     psnr_bounds(train, val, args.tokenizer, rng)

@@ -377,7 +377,6 @@ class EngineParams(Section):
     checkpoint_dir: str = "checkpoints/sft"  # resumption state (not a DVC output)
     checkpoint_interval: Annotated[int, Field(ge=1)] = 25  # steps between checkpoints
     keep_last: Annotated[int, Field(ge=1)] = 2  # checkpoints kept
-    eval_samples: Annotated[int, Field(ge=1)] = 32  # val samples of the rollout evaluation (at most the split)
     seed: Annotated[int, Field(ge=0)] = 0
     launcher: Literal["python", "deepspeed", "torchrun"] = "python"  # python: the plain-PyTorch backend
     num_processes: Annotated[int, Field(ge=1)] = 1  # processes the launcher starts (GPUs, or CPU ranks)
@@ -439,13 +438,11 @@ class EvaluateParams(Section):
     val shards and on any benchmark folder, scored with the RealSR protocol (pyiqa)."""
 
     shards: str = "data/shards"  # the val split (and the train annotations' tag vocabulary)
-    val_images: Annotated[int, Field(ge=1)] = 48  # val samples scored, evenly spread over the split
     # more benchmarks: folders with LR/ and HR/ (matching names) or LR photos only
     benchmarks: list[str] = []
     # NAME: folder of another method's outputs (e.g. published results), one subfolder per benchmark
     # (named as the benchmark's folder) holding files named like its LR photos
     methods: dict[str, str] = {}
-    crop_border: Annotated[int, Field(ge=0)] | None = None  # px dropped at each edge for PSNR/SSIM; None: the scale
     weights_dir: str | None = None  # checkpoints of the deep metrics (LPIPS, DISTS, FID, MUSIQ, ...); None: skipped
     sheets: Annotated[int, Field(ge=0)] = 6  # comparison sheets per benchmark
     batch_size: Annotated[int, Field(ge=1)] = 16  # val prompts per rollout
@@ -483,6 +480,13 @@ class PublishParams(Section):
 # ------------------------------------------------------------------------------------ root
 class Params(Section):
     seed: Annotated[int, Field(ge=0)] = 0
+    # CPU threads of every stage's process (torch, OpenMP, BLAS): a fixed count makes one machine
+    # reproduce its float results bit for bit, whatever its core count; not a DVC dep (other counts
+    # agree within the tolerances of .ci/tolerances.yaml)
+    threads: Annotated[int, Field(ge=1, le=1024)] = 2
+    # the val set every stage scores (tokenizer, sft, grpo, evaluate): this many val samples evenly
+    # spread over the split, so each figure on val is taken on the same images
+    val_samples: Annotated[int, Field(ge=1)] = 32
     data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
     synthesize: SynthesizeParams = SynthesizeParams()

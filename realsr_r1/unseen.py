@@ -21,7 +21,7 @@ from realsr_r1.data.prepare import resize_short_side
 from realsr_r1.data.synthesis import degrade_sample
 from realsr_r1.policy.interface import Policy, Sampling
 from realsr_r1.policy.upscale import upscale
-from realsr_r1.quality import psnr_ssim_y
+from realsr_r1.quality import border, psnr_ssim_y
 from realsr_r1.tokenizers.image import bicubic, to_tensor, to_uint8
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ def score_photos(
         with torch.no_grad():
             out = upscale(policy, lr, sampling, seed=seed).images["final_image"]
         base = bicubic_upscale(lr, gt.shape[:2])
-        score = UnseenScore(name, f"{gt.shape[1]}x{gt.shape[0]}", text, *psnr_ssim_y(out, gt), *psnr_ssim_y(base, gt))
+        pixels = border(gt.shape[1], lr.shape[1])
+        ours, theirs = (tuple(float(v[0]) for v in psnr_ssim_y([image], [gt], pixels)) for image in (out, base))
+        score = UnseenScore(name, f"{gt.shape[1]}x{gt.shape[0]}", text, *ours, *theirs)
         log.info("%s: %.2f dB (bicubic %.2f dB)", name, score.psnr, score.bicubic_psnr)
         scores.append(score)
     return scores

@@ -2,6 +2,8 @@
 
 A stage module defines `main(params) -> None` and ends with `run_stage(main)`: params are
 validated first (a bad key exits 2 with one line), and any `UsageError` exits 2 the same way.
+The process's CPU thread pools are pinned to `params.threads`, so a machine reproduces its own
+float results bit for bit whatever its core count.
 Before `main` runs, the temporaries a killed earlier run of the stage left beside its outputs
 (the `outs` and `metrics` dvc.yaml lists for it) are removed.
 """
@@ -45,6 +47,18 @@ def _stage_name(main: Callable) -> str:
     return module.rsplit(".", 1)[-1]
 
 
+def use_threads(count: int) -> None:
+    """Pin torch's, OpenCV's and the BLAS/OpenMP thread pools to `count`: the number of threads
+    decides how float reductions are split, hence the last bits of every trained weight."""
+    import cv2
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(count)
+    cv2.setNumThreads(count)
+    threadpool_limits(count)
+
+
 def run_stage(main: Callable[[Params], None]) -> None:
     """Load `params.yaml` (or $REALSR_PARAMS), sweep stale temporaries, run `main`, map known errors to exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -52,6 +66,7 @@ def run_stage(main: Callable[[Params], None]) -> None:
         log.warning("removed %s, left by an interrupted earlier run", path)
     try:
         params = load_params(os.environ.get("REALSR_PARAMS", "params.yaml"))
+        use_threads(params.threads)
         main(params)
     except (ParamsError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Stage `evaluate`: bicubic, the tokenizer's ceiling, models/sft and models/grpo on the val shards
+"""Stage `evaluate`: bicubic, Real-ESRGAN x4plus (the peer, when the `peer` extra is installed; else
+skipped with the reason), the tokenizer's ceiling, models/sft and models/grpo on the val shards
 and on every folder of `evaluate.benchmarks`, scored with the RealSR protocol (pyiqa).
 
 On the val shards each model rolls out once per photo (batched, same seeds for both models) and is
@@ -20,8 +21,10 @@ import numpy as np
 
 from realsr_r1.atomic import write_json
 from realsr_r1.config import Params
+from realsr_r1.data.shards import evenly_spaced
 from realsr_r1.evaluate import benchmark as bench_lib
-from realsr_r1.evaluate.benchmark import Benchmark, BenchmarkError, Pair, Result
+from realsr_r1.evaluate import realesrgan
+from realsr_r1.evaluate.benchmark import Benchmark, BenchmarkError, Method, Pair, Result
 from realsr_r1.evaluate.protocol import MetricSet
 from realsr_r1.evaluate.report import SheetSpec, curve_png, write_report
 from realsr_r1.evaluate.val import EvalSample, PolicyOutputs, final_images
@@ -33,19 +36,20 @@ from realsr_r1.rewards.understanding import tag_vocabulary
 from realsr_r1.train.data import (
     DataError,
     ShardStream,
-    evenly_spaced,
     load_annotations,
     shard_keys,
     shard_urls,
+    truth,
 )
 from realsr_r1.vlcot import IMAGE_BLOCKS, VLCoT
 from stages.common import UsageError, run_stage
-from stages.training import ANNOTATIONS, truth
+
+ANNOTATIONS = Path("data/annotations")
 
 MODELS = {"sft": Path("models/sft"), "grpo": Path("models/grpo")}
 METRICS = Path("metrics/evaluate.json")
 REPORTS = Path("reports/evaluate")
-SHEET_METHODS = ["bicubic", "sft", "grpo"]  # LR | these | GT
+SHEET_METHODS = ["bicubic", "realesrgan", "sft", "grpo"]  # LR | these (when run) | GT
 # the report's curves: title -> (csv, columns)
 CURVES = {
     "SFT train loss": (Path("plots/sft/train.csv"), ["loss", "text_loss", "image_loss"]),
@@ -64,15 +68,16 @@ def main(params: Params) -> None:
     policies = {name: load_policy(path, device).eval() for name, path in MODELS.items()}
     roll = sampling(params, policies["grpo"])
     metric_set = MetricSet(Path(e.weights_dir) if e.weights_dir else None)
-    scale = policies["grpo"].scale
-    border = scale if e.crop_border is None else e.crop_border
+    peer = realesrgan.RealESRGAN(params.threads) if realesrgan.unavailable() is None else None
+    if peer is None:
+        log.warning("realesrgan skipped: %s", realesrgan.unavailable())
     curves = training_curves()
-    results = {"val": evaluate_val(params, policies, roll, metric_set, border, curves)}
+    results = {"val": evaluate_val(params, policies, roll, metric_set, curves, peer)}
     for folder in e.benchmarks:
         name = Path(folder).name
         if name in results:
             raise UsageError(f"evaluate.benchmarks: two benchmarks named {name!r} (folder names must differ)")
-        results[name] = evaluate_folder(params, folder, policies, roll, metric_set, border, curves)
+        results[name] = evaluate_folder(params, folder, policies, roll, metric_set, curves, peer)
     write_json(METRICS, {name: table(result) for name, result in results.items()})
     for name, result in results.items():
         grpo, sft = result.means["grpo"], result.means["sft"]
@@ -83,21 +88,31 @@ def main(params: Params) -> None:
         )  # fmt: skip
 
 
+def peers(peer: realesrgan.RealESRGAN | None, problems: list[str]) -> dict[str, Method]:
+    """Real-ESRGAN x4plus when its extra is installed; else a line in the benchmark's problems saying why not."""
+    if peer is None:
+        problems.append(f"realesrgan skipped: {realesrgan.unavailable()}")
+        return {}
+    return {"realesrgan": bench_lib.realesrgan_method(peer, problems)}
+
+
 def evaluate_val(
-    params: Params, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet, border: int, curves: dict[str, np.ndarray]
-) -> Result:
+    params: Params, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet, curves: dict[str, np.ndarray],
+    peer: realesrgan.RealESRGAN | None,
+) -> Result:  # fmt: skip
     """The val shards: one batched rollout per model, both decodings, the models' own rewards."""
     e = params.evaluate
     keys, samples = val_samples(params)
     bench = Benchmark(Path("val"), True, [Pair(k, s.lr, s.truth.gt) for k, s in zip(keys, samples, strict=True)])
     methods = {"bicubic": bench_lib.bicubic_method, "tokenizer": bench_lib.tokenizer_method(policies["grpo"].image_tokenizer, bench.problems)}
+    methods |= peers(peer, bench.problems)
     outputs: dict[str, PolicyOutputs] = {}
     for name, policy in policies.items():
         log.info("val: rolling out %s on %d photos", name, len(samples))
         outputs[name] = out = final_images(policy, samples, roll, 1, e.seed, e.batch_size)
         methods[name] = bench_lib.outputs_method(dict(zip(keys, out.expected, strict=True)))
         methods[f"{name}_sampled"] = bench_lib.outputs_method(dict(zip(keys, out.sampled, strict=True)))
-    result = bench_lib.evaluate(bench, methods, policies["grpo"].scale, metric_set, border)
+    result = bench_lib.evaluate(bench, methods, policies["grpo"].scale, metric_set)
     for name, out in outputs.items():
         rewards = out.rewards(params.rewards)
         own = {k: {f"reward_{r}": rewards[r][i] for r in (*REWARDS, "total")} for i, k in enumerate(keys)}
@@ -112,15 +127,15 @@ def evaluate_val(
         for k, c in zip(keys, completions["grpo"], strict=True)
         if len(c.images) == len(IMAGE_BLOCKS)
     }
-    spec = SheetSpec(SHEET_METHODS, captions, second, e.sheets)
+    spec = SheetSpec([m for m in SHEET_METHODS if m in methods], captions, second, e.sheets)
     write_report(result, REPORTS / "val", {p.name: p.lr for p in bench.pairs}, {p.name: p.hr for p in bench.pairs}, spec, curves,
                  "RealSR-R1 evaluation: val shards")  # fmt: skip
     return result
 
 
 def evaluate_folder(
-    params: Params, folder: str, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet, border: int,
-    curves: dict[str, np.ndarray],
+    params: Params, folder: str, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet,
+    curves: dict[str, np.ndarray], peer: realesrgan.RealESRGAN | None,
 ) -> Result:  # fmt: skip
     """A benchmark folder (paired or LR only): the models through the tiled upscaler."""
     e = params.evaluate
@@ -129,7 +144,7 @@ def evaluate_folder(
         bench = bench_lib.load_benchmark(folder, scale)
     except BenchmarkError as err:
         raise UsageError(f"evaluate.benchmarks: {err}") from None
-    methods = {"bicubic": bench_lib.bicubic_method}
+    methods = {"bicubic": bench_lib.bicubic_method} | peers(peer, bench.problems)
     if bench.paired:
         methods["tokenizer"] = bench_lib.tokenizer_method(policies["grpo"].image_tokenizer, bench.problems)
     for name, policy in policies.items():
@@ -141,7 +156,7 @@ def evaluate_folder(
             methods[name] = bench_lib.folder_method(Path(outputs) / Path(folder).name, bench.problems)
         except BenchmarkError as err:
             raise UsageError(f"evaluate.methods.{name}: {err}") from None
-    result = bench_lib.evaluate(bench, methods, scale, metric_set, border)
+    result = bench_lib.evaluate(bench, methods, scale, metric_set)
     spec = SheetSpec([m for m in methods if m not in ("tokenizer",)], limit=e.sheets)
     write_report(result, REPORTS / Path(folder).name, {p.name: p.lr for p in bench.pairs}, {p.name: p.hr for p in bench.pairs},
                  spec, curves, f"RealSR-R1 evaluation: {Path(folder).name}")  # fmt: skip
@@ -149,7 +164,7 @@ def evaluate_folder(
 
 
 def val_samples(params: Params) -> tuple[list[str], list[EvalSample]]:
-    """`evaluate.val_images` val samples evenly spread over the split, with their truths."""
+    """`val_samples` val samples evenly spread over the split (the set every stage scores), with their truths."""
     e = params.evaluate
     try:
         urls = {split: shard_urls(e.shards, split) for split in ("train", "val")}
@@ -158,7 +173,7 @@ def val_samples(params: Params) -> tuple[list[str], list[EvalSample]]:
         raise UsageError(str(err)) from None
     tags = tag_vocabulary(r.tags for r in notes["train"].values())
     stream = ShardStream(urls["val"], notes["val"], 1, e.seed, shuffle=False, per_rank=False)
-    val = evenly_spaced(list(stream), e.val_images)
+    val = evenly_spaced(list(stream), params.val_samples)
     return [s.key for s in val], [EvalSample(s.lr, truth(s, tags)) for s in val]
 
 

@@ -2,7 +2,7 @@
 
 Reads data/shards/{train,val} (or `grpo.shards` on S3), data/annotations/*.jsonl and models/sft;
 writes models/grpo, metrics/grpo.json (the SFT and the GRPO model on val with the same seeds; SFT's
-figures are metrics/sft.json's final ones when taken on the same samples and seed),
+figures are metrics/sft.json's final ones when taken with the same seed),
 plots/grpo/train.csv (per-step rewards, advantages, KL, clipping, entropies, lengths: outputs in
 dvc.lock, nothing timing-dependent) and plots/grpo/speed.csv (rollout / reward / update seconds:
 no output, git-ignored). Resumes from the latest complete checkpoint in `grpo.checkpoint_dir`.
@@ -26,7 +26,7 @@ from realsr_r1.policy.settings import sampling
 from realsr_r1.rewards.scoring import RewardBatch, score_rollout
 from realsr_r1.train.checkpoint import CheckpointError
 from realsr_r1.train.curves import write_csv
-from realsr_r1.train.data import ShardStream, TrainSample
+from realsr_r1.train.data import ShardStream, TrainSample, truth
 from realsr_r1.train.grpo import GrpoConfig, LossConfig, train_grpo
 from realsr_r1.train.zero import DeepSpeedConfigError, zero_config
 from stages.common import UsageError, run_stage
@@ -35,7 +35,6 @@ from stages.training import (
     checkpoints,
     load_trainable,
     make_backend,
-    truth,
     val_set,
     vocabulary,
     whole,
@@ -95,7 +94,7 @@ def main(params: Params) -> None:
     trained = whole(backend, START)
     if trained is None:
         return
-    _, evals, constant = val_set(p, inputs)
+    _, evals, constant = val_set(p, inputs, params.val_samples)
 
     def figures(model: Policy) -> dict:
         return evaluate_policy(model, evals, roll, group, params.rewards, constant, p.seed)
@@ -117,11 +116,11 @@ def main(params: Params) -> None:
 
 
 def sft_figures(params: Params) -> dict | None:
-    """The SFT model's final val figures as the sft stage measured them, when it took them on the
-    same val samples with the same seed (rollout and rewards params are deps of both stages, and
-    the weights are its output): the very figures a second evaluation here would give. None: measure."""
+    """The SFT model's final val figures as the sft stage measured them, when it took them with the
+    same seed (the val set, rollout and rewards params are deps of both stages, and the weights are
+    its output): the very figures a second evaluation here would give. None: measure."""
     s, p = params.sft, params.grpo
-    if not SFT_METRICS.is_file() or (s.eval_samples, s.seed) != (p.eval_samples, p.seed):
+    if not SFT_METRICS.is_file() or s.seed != p.seed:
         return None
     final = dict(json.loads(SFT_METRICS.read_text()).get("final") or {})
     final.pop("step", None)

@@ -13,8 +13,7 @@ from pathlib import Path
 from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
 from realsr_r1.data.images import encode_png
-from realsr_r1.data.prepare import PrepareReport, iter_folder, prepare_photos
-from realsr_r1.data.synthesis import resolve_workers
+from realsr_r1.data.prepare import PrepareReport, iter_folder, prepare_photos, resolve_workers
 from stages.common import UsageError, run_stage
 
 RAW = Path("data/raw")

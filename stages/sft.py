@@ -53,7 +53,7 @@ def main(params: Params) -> None:
         eval_interval=p.eval_interval, early_eval_step=p.early_eval_step, seed=p.seed,
     )
     train = ShardStream(inputs.urls["train"], inputs.notes["train"], p.shuffle_buffer, p.seed)
-    val, evals, constant = val_set(p, inputs)
+    val, evals, constant = val_set(p, inputs, params.val_samples)
 
     def rollouts(model: Policy) -> dict:
         return evaluate_policy(model, evals, sampling(params, model), params.rollout.group_size, params.rewards, constant, p.seed)

@@ -4,9 +4,10 @@ Both splits are streamed in batches (k-means keeps only its subsample of patches
 does not grow with the number of samples.
 
 Reads data/shards/{train,val} (and data/annotations/*.jsonl where the annotate stage has
-written them); writes models/tokenizer/{image,text}/ and metrics/tokenizer.json with the val
-reconstruction PSNR/SSIM per chain scale, the bicubic baseline, the code usage and the longest
-text block in tokens (also saved in the text tokenizer's config, for the rollout's text cap).
+written them); writes models/tokenizer/{image,text}/ and metrics/tokenizer.json with the
+reconstruction PSNR/SSIM-Y per chain scale on the `val_samples` val set every stage scores, the
+bicubic baseline, the code usage and the longest text block in tokens (also saved in the text
+tokenizer's config, for the rollout's text cap).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from realsr_r1.atomic import atomic_dir, write_json
 from realsr_r1.config import Params
-from realsr_r1.data.shards import read_records, read_samples
+from realsr_r1.data.shards import evenly_spaced, read_records, read_samples
 from realsr_r1.tokenizers.corpus import block_texts, text_corpus
 from realsr_r1.tokenizers.factory import save_image_tokenizer
 from realsr_r1.tokenizers.fit import (
@@ -55,7 +56,9 @@ def main(params: Params) -> None:
     image_tokenizer = fit_image_tokenizer_stream(config, lambda: chains("train"), counts["train"])
     fit_seconds = time.perf_counter() - start
     log.info("image tokenizer fitted in %.1f s", fit_seconds)  # logged, not a metric: metrics stay reproducible
-    metrics = evaluate_reconstruction(image_tokenizer, chains("val"))
+    scored = set(evenly_spaced(range(counts["val"]), params.val_samples))  # the val set every stage scores
+    val = (s for i, s in enumerate(read_samples(SHARDS / "val")) if i in scored)
+    metrics = evaluate_reconstruction(image_tokenizer, chain_batches(val, BATCH))
     log.info("val final: %.2f dB (bicubic %.2f dB)", metrics["final"]["psnr"], metrics["final"]["bicubic_psnr"])
 
     annotation_files = sorted(ANNOTATIONS.glob("*.jsonl"))

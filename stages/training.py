@@ -10,11 +10,11 @@ from pathlib import Path
 
 from realsr_r1.annotate.records import AnnotationRecord
 from realsr_r1.config import EngineParams, Params
+from realsr_r1.data.shards import evenly_spaced
 from realsr_r1.evaluate.val import EvalSample, most_frequent
 from realsr_r1.policy.interface import Policy
 from realsr_r1.policy.loading import load_policy
 from realsr_r1.policy.settings import resolve_device
-from realsr_r1.rewards.scoring import Truth
 from realsr_r1.rewards.understanding import tag_vocabulary
 from realsr_r1.train.backend import Backend, OptimConfig, build_backend
 from realsr_r1.train.checkpoint import Checkpoints
@@ -23,10 +23,10 @@ from realsr_r1.train.data import (
     ShardStream,
     TrainSample,
     check_readers,
-    evenly_spaced,
     load_annotations,
     shard_keys,
     shard_urls,
+    truth,
 )
 from realsr_r1.train.launch import relaunch, world_size
 from realsr_r1.train.tuning import set_dropout
@@ -92,15 +92,11 @@ def vocabulary(inputs: Inputs) -> frozenset[str]:
     return tag_vocabulary(r.tags for r in inputs.notes["train"].values())
 
 
-def truth(sample: TrainSample, tags: frozenset[str]) -> Truth:
-    return Truth.from_text(sample.chain.degradation, sample.tags, sample.chain.final_image, tags)
-
-
-def val_set(p: EngineParams, inputs: Inputs) -> tuple[list[TrainSample], list[EvalSample], str]:
-    """`eval_samples` val samples evenly spread over the split, as eval samples, and the most
-    frequent train degradation text (the constant answer the model must beat)."""
+def val_set(p: EngineParams, inputs: Inputs, count: int) -> tuple[list[TrainSample], list[EvalSample], str]:
+    """`count` (the `val_samples` param) val samples evenly spread over the split, as eval samples,
+    and the most frequent train degradation text (the constant answer the model must beat)."""
     stream = ShardStream(inputs.urls["val"], inputs.notes["val"], 1, p.seed, shuffle=False, per_rank=False)
-    val = evenly_spaced(list(stream), p.eval_samples)
+    val = evenly_spaced(list(stream), count)
     tags = vocabulary(inputs)
     constant = most_frequent(r.degradation for r in sorted(inputs.notes["train"].values(), key=lambda r: r.key))
     return val, [EvalSample(s.lr, truth(s, tags)) for s in val], constant

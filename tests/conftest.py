@@ -1,9 +1,11 @@
 """Shared fixtures: real sample photos from the scikit-image wheel, GT crops, the tiny chain
-(tokenizers fitted on real degraded crops, built once per session), the repository root."""
+(tokenizers fitted on real degraded crops, built once per session), a moto S3 server; and the
+hooks that enforce the `server` / `stage` / `distributed` markers (tests/markers.py)."""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +15,55 @@ from PIL import Image
 
 from realsr_r1.config import PrepareParams
 from realsr_r1.data.prepare import GtCrop, PrepareReport, iter_folder, prepare_photos
+from tests import markers
+from tests.helpers import SKIMAGE_DATA, tiny_chain
 from tests.servers import MotoS3
 
-REPO = Path(__file__).resolve().parent.parent
-SKIMAGE_DATA = Path(skimage.data.__file__).parent
+
+# ------------------------------------------------------------------ the markers, enforced
+def pytest_configure(config: pytest.Config) -> None:
+    if markers.state.log is None:
+        log = Path(tempfile.mkdtemp(prefix="pytest-markers-")) / "refused.log"
+        log.touch()
+        markers.state.log = str(log)
+    markers.install(listen=True)
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if markers.state.log is not None:
+        shutil.rmtree(Path(markers.state.log).parent, ignore_errors=True)
+        markers.state.log = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of `item` is set up (module and session ones included): whatever starts
+    from here until the next test's set-up is started by `item`."""
+    markers.begin(item.nodeid, (m.name for m in item.iter_markers()))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    refused = markers.take_violations()
+    if refused:  # even where the test caught the error (or a child's exit status hid it)
+        report = outcome.get_result()
+        report.outcome = "failed"
+        report.longrepr = "\n".join(refused)
+
+
+# ------------------------------------------------------------------ make test: -n 2 --dist loadfile
+# The longest module (Prefect server, the flow's full runs: about half the suite's time) goes
+# first, so that one worker runs it while the other runs every other module beside it.
+FIRST = "tests/test_flow_e2e.py::"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler deals out files in this order
+        items.sort(key=lambda item: not item.nodeid.startswith(FIRST))
+
+
+# ------------------------------------------------------------------ fixtures
 @pytest.fixture
 def photo_dir(tmp_path: Path) -> Path:
     """A folder with four real photos (PNG and JPEG)."""
@@ -41,16 +86,12 @@ def crops(tmp_path_factory: pytest.TempPathFactory) -> list[GtCrop]:
 @pytest.fixture(scope="session")
 def tiny_parts():
     """(ChainImages, residual k-means tokenizer, text tokenizer) of 48 samples: shared, never mutate them."""
-    from tests.chain_data import tiny_chain
-
     return tiny_chain(n=48, codebook=64, residual=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_image_parts():
     """The same with an image (not residual) k-means tokenizer, on other crops (seed 1)."""
-    from tests.chain_data import tiny_chain
-
     return tiny_chain(n=48, codebook=64, residual=False, seed=1)
 
 
@@ -60,8 +101,3 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     server = MotoS3(tmp_path_factory.mktemp("moto"))
     yield server
     server.stop()
-
-
-def tar_bytes(folder: Path) -> dict[str, bytes]:
-    """Every tar under `folder` by relative path: for byte-identity checks of shards."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.tar"))}

@@ -1,4 +1,5 @@
-"""Real servers on loopback for the tests: moto's S3 server, a TCP relay, a Prefect server.
+"""Real servers on loopback for the tests: moto's S3 server, a TCP relay, a Prefect server and
+worker. A test that starts one needs the `server` marker (tests/markers.py).
 
 Each picks a free port, waits until it answers, and stops what it started (by its own pid).
 The relay sits in front of the S3 server so a test can take "S3" down and bring it back
@@ -8,7 +9,6 @@ while moto keeps its in-memory objects, which a restarted moto would lose.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,8 +18,6 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 BIN = Path(sys.executable).parent
 
@@ -217,76 +215,3 @@ class Worker:
 
     def stop(self) -> None:
         _stop(self.proc)
-
-
-GIT_ID = {
-    "GIT_AUTHOR_NAME": "realsr",
-    "GIT_AUTHOR_EMAIL": "realsr@localhost",
-    "GIT_COMMITTER_NAME": "realsr",
-    "GIT_COMMITTER_EMAIL": "realsr@localhost",
-}
-
-
-# params for a copy that runs the whole DAG in minutes: 17 photos x 2 crops x 1 degradation
-# (synthesize.per_image 2 is then a change), two SFT and two GRPO steps with every evaluation and checkpoint
-TINY_PIPELINE: dict[str, Any] = {
-    "prepare.crops_per_image": 2,
-    "synthesize.per_image": 1,
-    "sft.steps": 2,
-    "sft.batch_size": 4,
-    "sft.eval_samples": 2,
-    "sft.eval_interval": 1,
-    "sft.early_eval_step": 1,
-    "sft.checkpoint_interval": 1,
-    "sft.workers": 0,
-    "grpo.steps": 2,
-    "grpo.prompts": 2,
-    "grpo.eval_samples": 1,
-    "grpo.checkpoint_interval": 1,
-    "grpo.workers": 0,
-    "evaluate.val_images": 3,
-    "evaluate.sheets": 2,
-    "rollout.group_size": 2,
-    "rollout.max_text_tokens": 16,  # an untrained policy runs every text block to its cap: keep it short
-}
-
-
-def set_params(repo: Path, overrides: dict[str, Any]) -> None:
-    """Set dotted keys (`sft.steps`) in `repo`/params.yaml; a key it lacks is an error, so a
-    renamed param cannot leave a test running on the defaults unnoticed."""
-    path = repo / "params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = raw
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            raise KeyError(f"{path}: no key {dotted!r}")
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
-def copy_repo(src: Path, dst: Path, params: dict[str, Any] | None = None, exclude: tuple[str, ...] = ()) -> None:
-    """Copy the files git would see (tracked + untracked, not ignored; none starting with an
-    `exclude` prefix) and make `dst` a git repo whose first commit has `params` (dotted keys)
-    set in params.yaml."""
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-            cwd=src,
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for rel in filter(None, files):
-        path = src / rel
-        if path.is_file() and not path.is_symlink() and not rel.startswith(exclude):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dst / rel)
-    if params:
-        set_params(dst, params)
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy of the project"]):
-        subprocess.run(["git", *args], cwd=dst, check=True, env={**os.environ, **GIT_ID})

@@ -303,6 +303,7 @@ def _main(workdir: Path, params: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     main(parse_params(params))
 
 
+@pytest.mark.stage
 def test_stage_sidecar_writes_records_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     encoded = _samples(per_photo=2, photos=("astronaut.png", "chelsea.png", "coffee.png"))
     write_shards(encoded[:4], tmp_path / "data/shards/train", shard_size=3)
@@ -332,6 +333,7 @@ def test_stage_sidecar_writes_records_and_report(tmp_path: Path, monkeypatch: py
     assert len(read_records(tmp_path / "data/annotations/train.jsonl")) == 2
 
 
+@pytest.mark.stage
 def test_stage_vlm_backend_and_its_cache(
     tmp_path: Path, tiny_vlm: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -354,6 +356,7 @@ def test_stage_vlm_backend_and_its_cache(
     assert read_records(tmp_path / "data/annotations/train.jsonl") == records
 
 
+@pytest.mark.stage
 def test_stage_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing_shards = _run_stage(tmp_path, {})
     assert missing_shards.returncode == 2

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from realsr_r1.annotate.sidecar import SidecarError, load_sidecar
 from realsr_r1.cli import app
-from tests.conftest import SKIMAGE_DATA
+from tests.helpers import SKIMAGE_DATA
 
 
 def test_missing_sidecar_names_the_ways_on(tmp_path: Path) -> None:

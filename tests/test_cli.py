@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.servers import MotoS3, s3_env
 
 HEAVY = ("torch", "transformers", "pyiqa", "boto3", "botocore", "cv2", "sklearn")
@@ -75,6 +75,7 @@ def test_library_info_lines_only_with_verbose() -> None:
     assert loud.returncode == 0 and "Network [GMSD] is created" in loud.stderr, loud.stderr
 
 
+@pytest.mark.server
 def test_botocore_credential_lookup_only_with_verbose(s3: MotoS3) -> None:
     env = _env(**s3_env(s3.url), REALSR_RELEASE_BUCKET="no-such-bucket-yet")
     quiet = realsr("releases", env=env)
@@ -90,7 +91,7 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from realsr_r1.tokenizers.factory import save_image_tokenizer
     from realsr_r1.tokenizers.text import load_text_tokenizer, record_longest_block
-    from tests.chain_data import annotation_texts, tiny_chain
+    from tests.helpers import annotation_texts, tiny_chain
 
     root = tmp_path_factory.mktemp("policy")
     _, image_tok, text_tok = tiny_chain(n=12, codebook=64)

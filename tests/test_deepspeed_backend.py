@@ -24,11 +24,9 @@ from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.train.backend import OptimConfig
 from realsr_r1.train.launch import relaunch
 from realsr_r1.train.plain import PlainBackend
-from tests.chain_data import tiny_policy_config
-from tests.test_policy import chains_of
-from tests.test_sft import project, run_sft, weights
+from tests.helpers import chains_of, project, run_sft, tiny_policy_config, weights
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.distributed
 
 WORLD, ROWS, STEPS = 2, 4, 4  # ranks, rows per global micro-batch, optimizer steps
 OPTIM = OptimConfig(lr=3e-3, weight_decay=0.1, grad_clip=0.5, warmup_steps=1, total_steps=STEPS, schedule="cosine", grad_accum=2)
@@ -87,7 +85,7 @@ def test_zero_on_two_cpu_processes_matches_the_plain_loop_and_saves_loadable_wei
     assert result["client"]["step"] == STEPS // 2 and result["client"]["losses"] == losses[: STEPS // 2]
     assert straight.keys() == want.keys()
     for name, w in want.items():
-        torch.testing.assert_close(straight[name], w, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(straight[name], w, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
         assert torch.equal(resumed[name], straight[name]), f"{name}: resumed run differs"
     assert losses == pytest.approx(want_losses, rel=1e-5)
     assert losses[-1] < losses[0]
@@ -99,6 +97,7 @@ def test_zero_on_two_cpu_processes_matches_the_plain_loop_and_saves_loadable_wei
         assert torch.equal(loaded[name], w), f"{name}: from_pretrained differs from the gathered weights"
 
 
+@pytest.mark.stage
 def test_stage_under_zero3_on_two_ranks_saves_the_gathered_weights_and_resumes_bit_identical(tmp_path, tiny_parts) -> None:
     sft = {"launcher": "deepspeed", "num_processes": 2, "deepspeed": "zero3"}
     root = project(tmp_path / "run", tiny_parts, shard_size=12, **sft)  # 2 train shards: one per rank

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from realsr_r1.data.shards import read_samples
-from tests.conftest import REPO, SKIMAGE_DATA
-from tests.servers import copy_repo, set_params
+from tests.helpers import REPO, SKIMAGE_DATA, copy_repo, set_params
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stage
 
 
 def fresh_copy(dest: Path) -> Path:
@@ -81,7 +80,7 @@ def test_janus_backbone_runs_the_whole_pipeline(tmp_path: Path) -> None:
 
     from realsr_r1.policy.janus_tiny import build_tiny_janus, bundled_texts
     from realsr_r1.policy.loading import load_policy
-    from tests.servers import TINY_PIPELINE
+    from tests.helpers import TINY_PIPELINE
 
     repo = tmp_path / "repo"
     copy_repo(REPO, repo, params=TINY_PIPELINE, exclude=("dvc.lock", "metrics/"))
@@ -91,7 +90,7 @@ def test_janus_backbone_runs_the_whole_pipeline(tmp_path: Path) -> None:
         assert f"Running stage '{stage}'" in out
     assert json.loads((repo / "models/grpo/policy.json").read_text())["backbone"] == "janus"
     init, sft, grpo = (load_policy(repo / "models" / name) for name in ("policy_init", "sft", "grpo"))
-    head = lambda p: p.model.model.generation_head.vision_head.weight  # noqa: E731
+    head = lambda p: p.model.model.generation_head.vision_head.weight
     assert not torch.equal(head(init), head(sft)) and not torch.equal(head(sft), head(grpo))
     assert [r["stage"] for r in grpo.record.runs] == ["sft", "grpo"]
     val = json.loads((repo / "metrics/evaluate.json").read_text())["val"]

@@ -15,10 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import skimage.data
 import torch
 from PIL import Image
-from skimage.metrics import structural_similarity
 from typer.testing import CliRunner
 
 from realsr_r1.cli import app
@@ -30,57 +28,13 @@ from realsr_r1.evaluate.benchmark import (
     load_benchmark,
     table_rows,
 )
-from realsr_r1.evaluate.protocol import METRICS, MetricSet, psnr_ssim_y
-from realsr_r1.unseen import bicubic_upscale
-from tests.chain_data import tiny_policy_checkpoint
+from realsr_r1.evaluate.protocol import METRICS, MetricSet
+from tests.helpers import gt_and_lr, tiny_policy_checkpoint
 
 runner = CliRunner()
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_CHROMIUM = "apt-get install -y chromium"
 DEEP = [m.name for m in METRICS if m.weights]
-
-
-def gt_and_lr(name: str, box: tuple[int, int, int, int], scale: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """A crop of a scikit-image photo (y, x, h, w) and its area-downscaled LR."""
-    y, x, h, w = box
-    gt = np.ascontiguousarray(getattr(skimage.data, name)()[y : y + h, x : x + w])
-    return gt, cv2.resize(gt, (w // scale, h // scale), interpolation=cv2.INTER_AREA)
-
-
-def y_bt601(img: np.ndarray, rounded: bool) -> np.ndarray:
-    """BT.601 luma in [16, 235] of uint8 RGB (MATLAB's rgb2ycbcr; `rounded` as for uint8 input)."""
-    r, g, b = (img[..., i].astype(np.float64) for i in range(3))
-    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
-    return np.round(y) if rounded else y
-
-
-def test_psnr_ssim_y_with_crop_border_match_numpy_and_skimage() -> None:
-    gt, lr = gt_and_lr("coffee", (100, 200, 96, 128))
-    pred = bicubic_upscale(lr, gt.shape[:2])
-    psnr, ssim = psnr_ssim_y(pred, gt, crop_border=4)
-    c = slice(4, -4)
-    # PSNR on the unrounded Y (BasicSR's convention); pyiqa computes it in float32: 1e-3 dB
-    a, b = y_bt601(pred, False)[c, c], y_bt601(gt, False)[c, c]
-    assert psnr == pytest.approx(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)), abs=1e-3)
-    # SSIM: pyiqa rounds Y to integers at data range 255 (MATLAB's uint8 rgb2ycbcr), so the
-    # reference rounds too; unrounded the two differ by ~2e-3 on this crop
-    a, b = y_bt601(pred, True)[c, c], y_bt601(gt, True)[c, c]
-    standard = structural_similarity(a, b, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-    assert ssim == pytest.approx(standard, abs=1e-3)
-
-
-def test_crop_border_drops_the_edges_only() -> None:
-    gt, lr = gt_and_lr("astronaut", (0, 100, 64, 64))
-    pred = bicubic_upscale(lr, gt.shape[:2])
-    edged = pred.copy()
-    edged[:4], edged[-4:], edged[:, :4], edged[:, -4:] = 0, 255, 0, 255
-    assert psnr_ssim_y(edged, gt, 4) == pytest.approx(psnr_ssim_y(pred, gt, 4), abs=1e-9)
-    assert psnr_ssim_y(edged, gt, 0)[0] < psnr_ssim_y(pred, gt, 0)[0] - 1.0
-    inner = pred.copy()
-    inner[4:8, 4:8] = 255 - inner[4:8, 4:8]
-    assert psnr_ssim_y(inner, gt, 4)[0] < psnr_ssim_y(pred, gt, 4)[0]
-    with pytest.raises(ValueError, match="crop border 32 leaves nothing of a 64x64 image"):
-        psnr_ssim_y(pred, gt, 32)
 
 
 def _save(path: Path, image: np.ndarray) -> None:
@@ -118,7 +72,7 @@ def test_bad_files_are_one_line_each_and_the_rest_is_scored(tmp_path: Path, capl
         "other": folder_method(tmp_path / "other", b.problems),
         "wrong": folder_method(tmp_path / "wrong", b.problems),
     }
-    result = evaluate(b, methods, 4, MetricSet(None), crop_border=4, progress=False)
+    result = evaluate(b, methods, 4, MetricSet(None), progress=False)
     assert f"{tmp_path / 'other'}: no output for good, not scored" in result.problems
     assert f"{tmp_path / 'wrong/good.png'}: 32x48, expected 64x48, not scored" in result.problems
     assert [r["method"] for r in result.rows] == ["bicubic"] and result.means["bicubic"]["psnr"] > 20
@@ -161,7 +115,7 @@ def test_skipped_metrics_are_none_and_marked_never_zero(tmp_path: Path, caplog: 
     assert result.means["bicubic"]["ms_ssim"] is None
     # LR only: no full-reference metric at all
     lr_only = evaluate(load_benchmark(tmp_path / "bench/LR", 4), {"bicubic": bicubic_method}, 4, MetricSet(None), progress=False)
-    assert not lr_only.paired and lr_only.metrics == ["niqe", "piqe", "musiq", "maniqa", "clipiqa", "topiq"]
+    assert not lr_only.paired and lr_only.metrics == ["niqe", "piqe", "seams", "musiq", "maniqa", "clipiqa", "topiq"]
 
 
 # ----------------------------------------------------------------- the CLI and its report in a browser
@@ -184,21 +138,21 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> tuple[Pat
     return root, root / "out", res.output
 
 
-METHODS = ("bicubic", "policy (expected)", "policy (sampled)", "nearest")
+METHODS = ("bicubic", "realesrgan", "policy (expected)", "policy (sampled)", "nearest")
 
 
 def test_evaluate_cli_prints_the_table_and_writes_every_output(evaluated) -> None:
     _, out, output = evaluated
-    assert "2 photos, paired; methods: bicubic, policy (expected), policy (sampled), nearest" in output
+    assert "2 photos, paired; methods: bicubic, realesrgan, policy (expected), policy (sampled), nearest" in output
     assert re.search(r"method\s+PSNR ↑\s+SSIM ↑\s+MS-SSIM ↑\s+GMSD ↓\s+LPIPS ↓", output, re.MULTILINE)
     assert re.search(r"^nearest\s+\d+\.\d\d\s+0\.\d{4}\s+-\s+0\.\d{4}\s+skipped", output, re.MULTILINE)
     report = json.loads((out / "metrics.json").read_text())
     assert report["methods"] == list(METHODS) and report["images"] == 2 and report["crop_border"] == 4
     assert all(report["means"][m]["lpips"] is None for m in METHODS)
     rows = list(csv.DictReader(io.StringIO((out / "per_image.csv").read_text())))
-    assert len(rows) == 8 and {r["lpips"] for r in rows} == {"skipped"} and all(float(r["psnr"]) > 5 for r in rows)
+    assert len(rows) == 2 * len(METHODS) and {r["lpips"] for r in rows} == {"skipped"} and all(float(r["psnr"]) > 5 for r in rows)
     sheet = Image.open(out / "sheets/astronaut.png")
-    assert sheet.size == (6 * 256 + 5 * 4, 192 + 22)  # LR | 4 methods | GT, 256 px wide each
+    assert sheet.size == (7 * 256 + 6 * 4, 192 + 22)  # LR | 5 methods | GT, 256 px wide each
 
 
 def test_evaluate_without_a_trained_checkpoint_says_how_to_get_one(evaluated, tmp_path: Path, monkeypatch) -> None:
@@ -269,8 +223,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
 
     import yaml
 
-    from tests.test_grpo import grpo_project
-    from tests.test_sft import run_stage
+    from tests.helpers import grpo_project, run_stage
 
     root = grpo_project(tmp_path_factory.mktemp("stage"), tiny_parts)
     shutil.copytree(root / "models/sft", root / "models/grpo")
@@ -283,7 +236,8 @@ def staged(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
         _save(root / f"photos/HR/{name}.png", gt)
         _save(root / f"others/nearest/photos/{name}.png", cv2.resize(lr, gt.shape[1::-1], interpolation=cv2.INTER_NEAREST))
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["evaluate"].update(val_images=3, sheets=2, device="cpu", benchmarks=["photos"], methods={"nearest": "others/nearest"})
+    params["val_samples"] = 3
+    params["evaluate"].update(sheets=2, device="cpu", benchmarks=["photos"], methods={"nearest": "others/nearest"})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage(root, "evaluate")
     _, err = proc.communicate(timeout=600)
@@ -292,6 +246,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
     return root
 
 
+@pytest.mark.stage
 def test_stage_writes_the_table_per_benchmark_and_method(staged: Path) -> None:
     from realsr_r1.config import load_params
     from realsr_r1.release import lookup
@@ -317,6 +272,7 @@ def test_stage_writes_the_table_per_benchmark_and_method(staged: Path) -> None:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Chromium: {INSTALL_CHROMIUM}")
+@pytest.mark.stage
 def test_stage_report_shows_sheets_with_the_chain_and_the_curves(staged: Path, tmp_path: Path) -> None:
     report = staged / "reports/evaluate/val/report.html"
     probed = tmp_path / "probed.html"
@@ -331,7 +287,7 @@ def test_stage_report_shows_sheets_with_the_chain_and_the_curves(staged: Path, t
     assert all(int(w) > 0 and int(h) > 0 for _, w, h in imgs)  # every image decoded
     sheet = np.asarray(Image.open(staged / f"reports/evaluate/val/sheets/{names[0]}.png"))
     # LR | bicubic | sft | grpo | GT in the first row; the captions under sft / grpo; grpo's 3 chain images below
-    assert sheet.shape[1] == 5 * 256 + 4 * 4 and sheet.shape[0] > 2 * (256 + 22)
+    assert sheet.shape[1] == 6 * 256 + 5 * 4 and sheet.shape[0] > 2 * (256 + 22)  # LR | bicubic | realesrgan | sft | grpo | GT
     # the folder benchmark's report: its own table, every sheet and curve decoded, nothing external
     page = (staged / "reports/evaluate/photos/report.html").read_text()
     assert not re.search(r"""(src|href)=["'](?!data:)""", page)
@@ -340,20 +296,3 @@ def test_stage_report_shows_sheets_with_the_chain_and_the_curves(staged: Path, t
     assert all(f'<tr data-method="{m}">' in dom for m in ("bicubic", "tokenizer", "sft", "grpo", "nearest"))
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,[^"]+" data-natural="(\d+)x(\d+)">', dom)
     assert [i[0] for i in imgs] == ["astronaut", "coffee", "SFT train loss", "GRPO rewards"] and dom.count("<img") == 4
-
-
-@pytest.mark.parametrize("size", [(64, 64), (161, 170), (203, 317)])
-def test_separable_ssim_and_ms_ssim_equal_pyiqa(size: tuple[int, int]) -> None:
-    from realsr_r1.evaluate.ssim import ms_ssim_y, ssim_y
-    from realsr_r1.rewards.generation import pyiqa_scores
-    from realsr_r1.tokenizers.image import to_tensor
-
-    h, w = size
-    gt = [np.ascontiguousarray(skimage.data.astronaut()[:h, :w]), np.ascontiguousarray(skimage.data.coffee()[:h, :w])]
-    noisy = [np.clip(cv2.GaussianBlur(g, (5, 5), 1.5) + np.random.default_rng(0).normal(0, 8, g.shape), 0, 255) for g in gt]
-    x, ref = to_tensor([n.astype(np.uint8) for n in noisy]), to_tensor(gt)
-    theirs = pyiqa_scores("ssim", x, ref, color_space="ycbcr")
-    assert torch.allclose(ssim_y(x, ref), theirs, atol=1e-6) and float(theirs.min()) < 0.9  # far from trivial
-    assert torch.allclose(ssim_y(ref, ref), torch.ones(2, dtype=torch.float64))
-    if min(h, w) >= 161:  # odd sides: pyiqa's padded pooling between scales
-        assert torch.allclose(ms_ssim_y(x, ref), pyiqa_scores("ms_ssim", x, ref, color_space="ycbcr"), atol=1e-6)

@@ -15,6 +15,7 @@ from flows.dvc import Result, StageError, TransientStageError, check
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.stage
 def test_order_matches_dvc_dag_of_the_project() -> None:
     stages = read_stages(ROOT / "dvc.yaml")
     dot = subprocess.run(

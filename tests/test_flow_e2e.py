@@ -3,7 +3,9 @@
 One session (module fixture): a copy of this repository in a temporary git repo; moto's S3
 server behind a relay (so "S3 down" can be staged without losing moto's in-memory objects);
 a Prefect server with its own SQLite database; a process worker; `prefect deploy --all`.
-The pipeline runs once for real; later tests reuse it. Tests run in file order.
+The pipeline runs once for real (`first_run`), and its results are committed (`committed`):
+module fixtures, so any test, picked alone or with others, finds what it builds on. Every test
+that runs the flow takes `first_run`, so it runs on the state it has when the file runs in order.
 """
 
 from __future__ import annotations
@@ -25,20 +27,10 @@ import pytest
 import yaml
 
 from flows.dag import read_stages
-from tests.servers import (
-    BIN,
-    GIT_ID,
-    TINY_PIPELINE,
-    MotoS3,
-    PrefectServer,
-    Relay,
-    Worker,
-    copy_repo,
-    s3_env,
-    set_params,
-)
+from tests.helpers import GIT_ID, TINY_PIPELINE, copy_repo, set_params
+from tests.servers import BIN, MotoS3, PrefectServer, Relay, Worker, s3_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.server, pytest.mark.stage]
 ROOT = Path(__file__).resolve().parents[1]
 DVC_BUCKET, RELEASE_BUCKET, RELEASE = "realsr-dvc", "realsr-releases", "realsr-r1-tiny"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -199,9 +191,27 @@ def _lock_keys(sess: Session, lock_text: str | None = None) -> set[str]:
     return keys
 
 
-def test_full_deployment_runs_every_stage(session: Session) -> None:
+Run = tuple[subprocess.CompletedProcess, dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def first_run(session: Session) -> Run:
+    """`grpo/full` once on the fresh copy: every stage runs, its outputs are pushed, v1 is published."""
     done, run = session.deployment_run()
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:] + session.worker.log.read_text()[-5000:]
+    return done, run
+
+
+@pytest.fixture(scope="module")
+def committed(session: Session, first_run: Run) -> str:
+    """The first run's lock, metrics and plots (new files included) committed; HEAD."""
+    session.run("git", "add", "-A")
+    session.run("git", "commit", "-qm", "the first run's lock, metrics and plots", "--allow-empty")
+    return session.run("git", "rev-parse", "HEAD").stdout.strip()
+
+
+def test_full_deployment_runs_every_stage(session: Session, first_run: Run) -> None:
+    _, run = first_run
     assert run["state"]["type"] == "COMPLETED"
     executed = session.stages_artifact(run["id"])
     order = list(executed)
@@ -212,14 +222,14 @@ def test_full_deployment_runs_every_stage(session: Session) -> None:
     assert metrics_art and "| metrics/synthesize.json | train.samples |" in metrics_art[0]["data"]
 
 
-def test_every_stage_output_is_in_the_s3_remote(session: Session) -> None:
+def test_every_stage_output_is_in_the_s3_remote(session: Session, first_run: Run) -> None:
     status = session.run(sys.executable, "-m", "dvc", "status", "--cloud", "--json")
     assert json.loads(status.stdout or "{}") == {}, status.stdout
     wanted = _lock_keys(session)
     assert len(wanted) > 40 and wanted <= _remote_keys(session)
 
 
-def test_published_release_pulls_and_verifies(session: Session) -> None:
+def test_published_release_pulls_and_verifies(session: Session, first_run: Run) -> None:
     listed = session.realsr("releases")
     assert listed.returncode == 0 and f"{RELEASE}@v1" in listed.stdout, listed.stderr
     out = session.work / "pulled"
@@ -244,11 +254,8 @@ def _git_status(sess: Session) -> str:
     return sess.run("git", "status", "--porcelain").stdout
 
 
-def test_second_run_executes_no_stage_but_publishes_to_a_new_destination(session: Session) -> None:
-    # what the first run made is the committed state now (new metrics and plots files included);
-    # a run must leave it as it is
-    session.run("git", "add", "-A")
-    session.run("git", "commit", "-qm", "the first run's lock, metrics and plots", "--allow-empty")
+def test_second_run_executes_no_stage_but_publishes_to_a_new_destination(session: Session, committed: str) -> None:
+    # what the first run made is the committed state now; a run must leave it as it is
     assert _git_status(session) == ""
     # an empty release bucket: the destination changed, the pipeline's inputs did not
     direct = session.s3.client()
@@ -266,7 +273,7 @@ def test_second_run_executes_no_stage_but_publishes_to_a_new_destination(session
     assert _git_status(session) == ""
 
 
-def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) -> None:
+def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session, committed: str) -> None:
     before_remote = _remote_keys(session)
     # synthesize alone, with a param override (a DVC experiment): its new outputs must be pushed
     params = json.dumps(
@@ -312,7 +319,7 @@ def test_s3_down_during_push_retries_then_fails_then_recovers(session: Session) 
     assert releases.stdout.count(f"{RELEASE}@") == 1  # the gate held back a duplicate release
 
 
-def test_tampered_release_object_fails_pull(session: Session) -> None:
+def test_tampered_release_object_fails_pull(session: Session, first_run: Run) -> None:
     direct = session.s3.client()
     direct.put_object(Bucket=RELEASE_BUCKET, Key=f"releases/{RELEASE}/v1/params.yaml", Body=b"seed: 1\n")
     out = session.work / "tampered"
@@ -330,7 +337,7 @@ def test_deployments_and_nightly_schedule(session: Session) -> None:
     assert deps["full"]["work_pool_name"] == nightly["work_pool_name"] == "realsr-gpu"
 
 
-def test_nightly_rescans_the_source_and_publishes_nothing_new(session: Session) -> None:
+def test_nightly_rescans_the_source_and_publishes_nothing_new(session: Session, first_run: Run) -> None:
     done, run = session.deployment_run(name="grpo/nightly")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     executed = session.stages_artifact(run["id"])
@@ -341,7 +348,7 @@ def test_nightly_rescans_the_source_and_publishes_nothing_new(session: Session) 
     assert session.realsr("releases", RELEASE).stdout.count(f"{RELEASE}@") == 1
 
 
-def test_watch_shows_why_a_run_failed(session: Session) -> None:
+def test_watch_shows_why_a_run_failed(session: Session, first_run: Run) -> None:
     done, run = session.deployment_run("--params", json.dumps({"overrides": {"synthesize.per_imag": 2}}))
     assert done.returncode == 1 and run["state"]["type"] == "FAILED"
     reason = "unknown key 'synthesize.per_imag'"
@@ -349,7 +356,7 @@ def test_watch_shows_why_a_run_failed(session: Session) -> None:
     assert reason in " ".join(done.stdout.split()), done.stdout[-3000:]  # and `--watch` (lines wrapped)
 
 
-def test_bad_params_fail_at_once_without_retries(session: Session) -> None:
+def test_bad_params_fail_at_once_without_retries(session: Session, first_run: Run) -> None:
     done, run = session.deployment_run("--params", json.dumps({"overrides": {"publish.mode": "best"}}))
     assert done.returncode == 1 and "key 'publish.mode'" in run["state"]["message"], run["state"]["message"]
     assert session.api("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}}) == []
@@ -383,7 +390,7 @@ def _wait(sess: Session, ids: list[str], timeout: float = 900) -> list[dict[str,
     raise AssertionError(f"runs {ids} not finished after {timeout}s: {sess.worker.log.read_text()[-3000:]}")
 
 
-def test_runs_in_one_checkout_queue_instead_of_failing(session: Session) -> None:
+def test_runs_in_one_checkout_queue_instead_of_failing(session: Session, first_run: Run) -> None:
     # DVC locks the checkout while a command runs: without the flow's concurrency limit the
     # second run fails at once with "'data/prepared' is busy"
     params = json.dumps({"stages": ["ingest", "prepare"], "publish": False})
@@ -454,7 +461,7 @@ def _all_keys(sess: Session) -> dict[str, str]:
     return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
 
 
-def test_remote_deployment_clones_pulls_runs_pushes_and_records(session: Session, remote: Remote) -> None:
+def test_remote_deployment_clones_pulls_runs_pushes_and_records(session: Session, committed: str, remote: Remote) -> None:
     # a new commit that changes the policy: only init_policy, the sft and grpo trained from it, their
     # evaluation (and the always-run stages) must run
     set_params(session.repo, {"policy.dropout": 0.1})
@@ -499,7 +506,7 @@ def test_remote_deployment_clones_pulls_runs_pushes_and_records(session: Session
 
 
 def test_remote_run_with_s3_down_fails_in_one_line_and_writes_nothing(
-    session: Session, remote: Remote
+    session: Session, committed: str, remote: Remote
 ) -> None:
     commit = session.run("git", "rev-parse", "HEAD").stdout.strip()
     before = _all_keys(session)

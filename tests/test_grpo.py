@@ -16,7 +16,7 @@ from realsr_r1.rewards.scoring import RewardBatch
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.train.backend import OptimConfig, build_backend
 from realsr_r1.train.grpo import GrpoConfig, LossConfig, collect, group_advantages, grpo_loss, update
-from tests.chain_data import tiny_policy_config
+from tests.helpers import grpo_project, kill_once_written, run_grpo, tiny_policy_config
 
 
 def reference_loss(lp, old, adv, text, image, cfg: LossConfig, ref=None) -> float:
@@ -173,37 +173,12 @@ def test_one_update_on_the_rollout_is_reinforce(tiny_parts) -> None:
 
 
 # ------------------------------------------------------------------------------ the stage
-def grpo_project(root, tiny_parts, shard_size: int = 1000, **grpo):
-    """test_sft's project with its initial policy as models/sft and params for a four-step GRPO run."""
-    import shutil
-
-    import yaml
-
-    from tests.test_sft import project
-
-    project(root, tiny_parts, shard_size=shard_size)
-    shutil.copytree(root / "models/policy_init", root / "models/sft")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["rollout"].update(group_size=2, max_text_tokens=6)
-    defaults = {"steps": 4, "prompts": 2, "checkpoint_interval": 2, "eval_samples": 1, "workers": 0, "shuffle_buffer": 8, "device": "cpu"}
-    params["grpo"].update({**defaults, "lr": 1e-3, **grpo})
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
-
-
-def run_grpo(root, **kw):
-    from tests.test_sft import run_stage
-
-    return run_stage(root, "grpo", **kw)
-
-
+@pytest.mark.stage
 def test_stage_resumes_after_sigkill_to_bit_identical_weights(tmp_path, tiny_parts) -> None:
     import json
     import shutil
 
     from safetensors.torch import load_file
-
-    from tests.test_sft import kill_once_written
 
     whole = grpo_project(tmp_path / "whole", tiny_parts, beta=0.04, updates=2)
     other = tmp_path / "killed"
@@ -267,6 +242,7 @@ def test_beta_zero_never_loads_a_reference_model(beta, tmp_path, tiny_parts, mon
         assert seen["reference"] is None and loaded == []
 
 
+@pytest.mark.stage
 def test_grpo_refuses_zero3(tmp_path, tiny_parts) -> None:
     root = grpo_project(tmp_path, tiny_parts, launcher="deepspeed", num_processes=2, deepspeed="zero3")
     done = run_grpo(root)
@@ -275,6 +251,8 @@ def test_grpo_refuses_zero3(tmp_path, tiny_parts) -> None:
     assert not (root / "models/grpo").exists()
 
 
+@pytest.mark.stage
+@pytest.mark.distributed
 def test_stage_under_zero2_on_two_cpu_ranks(tmp_path, tiny_parts) -> None:
     """The same stage under the DeepSpeed launcher: each rank rolls out its own prompts (2 train shards,
     one per rank), the update averages their gradients, rank 0 writes the outputs."""
@@ -303,6 +281,4 @@ def test_sft_figures_are_reused_only_for_the_same_samples_and_seed(tmp_path, mon
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/sft.json").write_text(json.dumps({"final": {"step": 150, **final}, "early": {"step": 25}}))
     assert sft_figures(Params()) == final
-    other = Params.model_validate({"grpo": {"eval_samples": 8}})
-    assert sft_figures(other) is None
     assert sft_figures(Params.model_validate({"sft": {"seed": 1}})) is None

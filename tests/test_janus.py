@@ -24,7 +24,7 @@ from realsr_r1.train.backend import OptimConfig, build_backend
 from realsr_r1.train.grpo import GrpoConfig, collect, update
 from realsr_r1.train.sft import sft_loss
 from realsr_r1.vlcot import IMAGE_BLOCKS, VLCoT, parse
-from tests.chain_data import ragged
+from tests.helpers import ragged
 
 SAMPLING = Sampling(temperature=1.0, top_p=0.95, image_temperature=1.0, max_text_tokens=6, max_new_tokens=200)
 CONFIG = JanusPolicyConfig(gt_size=64, scale=4)
@@ -198,7 +198,7 @@ def test_init_policy_records_the_longest_block_in_janus_tokens(janus_dir: Path, 
     from realsr_r1.config import load_params
     from realsr_r1.policy.settings import sampling, write_initial_policy
     from realsr_r1.tokenizers.text import block_ids
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     overrides = {"policy": {"backbone": "janus", "path": str(janus_dir)}, "rollout": {"max_text_tokens": "auto"}}
     params = load_params(REPO / "params.yaml", overrides)

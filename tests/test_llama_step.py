@@ -14,7 +14,7 @@ from realsr_r1.policy.decoder import PrefixLayer
 from realsr_r1.policy.interface import Sampling
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
-from tests.chain_data import tiny_policy_config
+from tests.helpers import tiny_policy_config
 
 
 def llama(kv_heads: int) -> LlamaModel:

@@ -18,8 +18,8 @@ from realsr_r1.policy.settings import sampling
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.tokenizers.text import load_text_tokenizer, record_longest_block
-from realsr_r1.vlcot import Completion, VLCoT, parse
-from tests.chain_data import UNDERSTANDING, tiny_policy_config
+from realsr_r1.vlcot import Completion, parse
+from tests.helpers import UNDERSTANDING, chains_of, tiny_policy_config
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +27,6 @@ def parts(tiny_parts):
     chain, image_tok, text_tok = tiny_parts
     policy = TinyPolicy.build(tiny_policy_config(), text_tok, image_tok)
     return chain, policy
-
-
-def chains_of(chain, n: int) -> list[VLCoT]:
-    imgs = {k: to_uint8(v[:n]) for k, v in chain.images.items()}
-    return [
-        VLCoT(
-            degradation="medium blur, downsample, heavy noise, light compression",
-            rough_understand=UNDERSTANDING[i % 4],
-            middle_understand=UNDERSTANDING[(i + 1) % 4],
-            final_understand=UNDERSTANDING[(i + 2) % 4],
-            rough_image=imgs["rough"][i],
-            middle_image=imgs["middle"][i],
-            final_image=imgs["final"][i],
-        )
-        for i in range(n)
-    ]
 
 
 def test_prompt_layout(parts) -> None:

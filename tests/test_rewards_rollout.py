@@ -14,7 +14,7 @@ from realsr_r1.rewards import Truth, score_batch, score_rollout
 from realsr_r1.rewards.scoring import TRUNCATED
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.vlcot import TEXT_BLOCKS
-from tests.chain_data import tiny_chain, tiny_policy_config
+from tests.helpers import tiny_chain, tiny_policy_config
 
 # every text block may hold at most 3 tokens; the policy below closes a block itself about half
 # of the time at each step, so in one group some rows finish on their own and some are cut

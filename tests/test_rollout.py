@@ -17,7 +17,7 @@ from realsr_r1.policy.layout import FORCED, IMAGE
 from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.vlcot import IMAGE_BLOCKS, VLCoTFormatError, parse
-from tests.chain_data import ragged, tiny_policy_config
+from tests.helpers import ragged, tiny_policy_config
 
 SAMPLING = Sampling(temperature=0.9, top_p=0.9, image_temperature=0.8, max_text_tokens=12, max_new_tokens=400)
 

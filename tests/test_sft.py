@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +13,6 @@ import yaml
 from safetensors.torch import load_file
 
 from realsr_r1.annotate.records import AnnotationRecord, write_records
-from realsr_r1.data.shards import read_records as shard_json
 from realsr_r1.evaluate.val import constant_answer_score, most_frequent
 from realsr_r1.policy.interface import TokenScores
 from realsr_r1.policy.tiny import TinyPolicy
@@ -26,10 +20,15 @@ from realsr_r1.rewards.scoring import Truth
 from realsr_r1.train.backend import OptimConfig, build_backend, lr_factor
 from realsr_r1.train.data import ShardStream, load_annotations, loader, shard_keys, shard_urls
 from realsr_r1.train.sft import sft_loss
-from tests.chain_data import UNDERSTANDING, tiny_policy_config, write_split
-from tests.conftest import REPO
-
-TAGS = (["cat", "blanket"], ["astronaut", "flag"], ["cup", "table"], ["rocket", "sky"])
+from tests.helpers import (
+    annotate,
+    kill_once_written,
+    project,
+    run_sft,
+    tiny_policy_config,
+    weights,
+    write_split,
+)
 
 
 # ------------------------------------------------------------------------------ the pieces
@@ -80,72 +79,29 @@ def test_constant_answer_baseline_scores_the_most_frequent_text() -> None:
 
 
 # ------------------------------------------------------------------------------ a tiny run
-def annotate(split_dir: Path, out: Path, skip: int = 0) -> None:
-    """Records for the samples of a split (the last `skip` left out), as the annotate stage writes."""
-    keys = shard_keys(shard_urls(str(split_dir.parent), split_dir.name))
-    texts = [r["text"] for r in shard_json(split_dir)]
-    records = [
-        AnnotationRecord(k, "x.png", t, *(UNDERSTANDING[i % 4],) * 3, tags=TAGS[i % 4])
-        for i, (k, t) in enumerate(zip(keys, texts, strict=True))
-    ]
-    write_records(out, records[: len(records) - skip])
-
-
-def project(root: Path, tiny_parts, shard_size: int = 1000, **sft) -> Path:
-    """A project folder with 24 train / 4 val shard samples, annotations, an initial tiny policy
-    and params for a six-step run (checkpoints every 2 steps), updated by `sft`."""
-    _, image_tokenizer, text_tokenizer = tiny_parts
-    for split, n, seed in (("train", 24, 3), ("val", 4, 4)):
-        write_split(root / "data/shards" / split, n, seed, shard_size)
-        annotate(root / "data/shards" / split, root / "data/annotations" / f"{split}.jsonl")
-    TinyPolicy.build(tiny_policy_config(), text_tokenizer, image_tokenizer).save_pretrained(root / "models/policy_init")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    # max_text_tokens a number: the fixture's tokenizer records no longest block for `auto`
-    params["rollout"].update(group_size=1, max_text_tokens=64, max_new_tokens=256, device="cpu")
-    params["sft"].update(
-        steps=6, batch_size=4, checkpoint_interval=2, eval_interval=3, early_eval_step=3, eval_samples=2,
-        workers=0, shuffle_buffer=8, device="cpu", lr=3e-3, warmup_steps=1, dropout=0.1,
-    )
-    params["sft"].update(sft)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
     return project(tmp_path_factory.mktemp("sft"), tiny_parts)
 
 
-def run_stage(root: Path, stage: str, params: str = "params.yaml", **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "REALSR_PARAMS": params, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=env, stderr=subprocess.PIPE, text=True, **kw)
+UNTRAINED = ("sft", "metrics", "plots", "checkpoints")  # what a run adds: copy a project without it
 
 
-def run_sft(root: Path, params: str = "params.yaml", **kw) -> subprocess.Popen:
-    return run_stage(root, "sft", params, **kw)
+@pytest.fixture(scope="module")
+def trained(workdir: Path) -> Path:
+    """`workdir` after one whole run of the stage (checkpoints, models/sft, metrics, plots)."""
+    first = run_sft(workdir)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    return workdir
 
 
-def kill_once_written(proc: subprocess.Popen, path: Path) -> None:
-    """SIGKILL `proc`'s process group as soon as `path` exists: mid-run, in a step or the next checkpoint write."""
-    deadline = time.monotonic() + 600
-    while not path.is_dir():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def weights(root: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(root / "models/sft/backbone/model.safetensors"))
-
-
-def test_stage_resumes_after_sigkill_to_bit_identical_weights(workdir: Path, tmp_path: Path) -> None:
+@pytest.mark.stage
+def test_stage_resumes_after_sigkill_to_bit_identical_weights(workdir: Path, trained: Path, tmp_path: Path) -> None:
     import shutil
 
     other = tmp_path / "killed"
-    shutil.copytree(workdir, other)
-    first = run_sft(workdir)
-    assert first.wait(timeout=600) == 0, first.stderr.read()
+    shutil.copytree(workdir, other, ignore=shutil.ignore_patterns(*UNTRAINED))
 
     checkpoints = other / "checkpoints/sft"
     kill_once_written(run_sft(other, start_new_session=True), checkpoints / "step-0000002")
@@ -176,7 +132,8 @@ def test_stage_resumes_after_sigkill_to_bit_identical_weights(workdir: Path, tmp
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000004", "step-0000006"]  # keep_last 2
 
 
-def test_a_checkpoint_half_written_when_killed_is_ignored(workdir: Path, tmp_path: Path) -> None:
+@pytest.mark.stage
+def test_a_checkpoint_half_written_when_killed_is_ignored(workdir: Path, trained: Path, tmp_path: Path) -> None:
     """What a kill during a checkpoint write leaves (a temporary folder) is removed, never resumed."""
     import shutil
 
@@ -207,11 +164,12 @@ def bad_run(root: Path, tmp_path: Path, sft: dict | None = None) -> tuple[int, s
 
 
 @pytest.mark.parametrize("case", ["batch_size", "shards", "annotations", "readers", "deepspeed", "model_size"])
+@pytest.mark.stage
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case: str, workdir: Path, tmp_path: Path, tiny_parts) -> None:
     import shutil
 
     root = tmp_path / "w"
-    shutil.copytree(workdir, root, ignore=shutil.ignore_patterns("sft", "metrics", "plots", "checkpoints"))
+    shutil.copytree(workdir, root, ignore=shutil.ignore_patterns(*UNTRAINED))
     sft, expect = {}, ""
     if case == "batch_size":
         sft, expect = {"batch_size": 0}, "sft.batch_size"
@@ -260,6 +218,7 @@ def test_workers_split_the_shards_and_the_epoch_order_is_seeded(tmp_path: Path) 
     assert sorted(epoch(0, 0)) == sorted(keys)
 
 
+@pytest.mark.server
 def test_shards_stream_from_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 
@@ -294,27 +253,9 @@ def test_annotations_join_names_the_file(tmp_path: Path) -> None:
         load_annotations(tmp_path / "a.jsonl", ["k1", "k2"])
 
 
-def test_psnr_ssim_are_on_the_y_channel() -> None:
-    """`quality_y` against scikit-image's PSNR on the BT.601 Y channel of the same images."""
-    import numpy as np
-    from skimage.color import rgb2ycbcr
-    from skimage.metrics import peak_signal_noise_ratio
-
-    from realsr_r1.quality import quality_y
-    from tests.chain_data import gt_crops
-
-    gts = gt_crops(3, seed=2)
-    rng = np.random.default_rng(0)
-    noisy = [np.clip(g.astype(int) + rng.integers(-20, 21, g.shape), 0, 255).astype(np.uint8) for g in gts]
-    psnr, ssim = quality_y(noisy, gts)
-    expected = np.mean([peak_signal_noise_ratio(rgb2ycbcr(g)[..., 0], rgb2ycbcr(n)[..., 0], data_range=255) for n, g in zip(noisy, gts)])
-    assert psnr == pytest.approx(expected, abs=0.05)
-    assert quality_y(gts, gts)[1] == pytest.approx(1.0) and 0.0 < ssim < 1.0
-
-
 def test_the_val_subset_spans_the_split() -> None:
     """The evaluation's val samples come from across the split, not the first crops of one photo."""
-    from realsr_r1.train.data import evenly_spaced
+    from realsr_r1.data.shards import evenly_spaced
 
     photos = [f"photo{i // 512}" for i in range(2048)]  # shard order: 512 samples per photo
     assert set(evenly_spaced(photos, 64)) == {"photo0", "photo1", "photo2", "photo3"}

@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 
 from realsr_r1.data.images import read_photo
-from realsr_r1.data.sources import BUNDLED_PHOTOS, UNSEEN_PHOTOS, SourceError, list_source, sync_source, wheel_photos
-from tests.conftest import SKIMAGE_DATA
+from realsr_r1.data.sources import (
+    BUNDLED_PHOTOS,
+    UNSEEN_PHOTOS,
+    SourceError,
+    list_source,
+    sync_source,
+    wheel_photos,
+)
+from tests.helpers import SKIMAGE_DATA
 
 EXT = [".png", ".jpg"]
 
@@ -73,6 +80,7 @@ def test_source_errors_are_clear(tmp_path: Path) -> None:
         sync_source(str(tmp_path / "empty"), EXT, tmp_path / "raw", {})
 
 
+@pytest.mark.server
 def test_s3_source_syncs_incrementally(photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 
@@ -118,6 +126,7 @@ def moto_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         server.stop()
 
 
+@pytest.mark.server
 def test_s3_keys_that_escape_the_folder_are_refused(
     moto_s3, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,6 +159,7 @@ def test_s3_keys_that_escape_the_folder_are_refused(
     }
 
 
+@pytest.mark.server
 def test_fresh_checkout_with_restored_raw_downloads_nothing(moto_s3, photo_dir: Path, tmp_path: Path) -> None:
     from boto3.s3.transfer import TransferConfig
 

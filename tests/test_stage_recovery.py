@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from realsr_r1.atomic import stale_temporaries, sweep_stale, write_bytes
-from tests.conftest import REPO, SKIMAGE_DATA
+from tests.helpers import REPO, SKIMAGE_DATA
 
 
 def test_sweep_removes_only_temporaries_of_the_named_outputs(tmp_path: Path) -> None:
@@ -32,6 +33,7 @@ def test_sweep_removes_only_temporaries_of_the_named_outputs(tmp_path: Path) -> 
     assert stale_temporaries(out) == []
 
 
+@pytest.mark.stage
 def test_a_stage_killed_mid_write_is_cleaned_up_by_its_next_run(tmp_path: Path) -> None:
     work = tmp_path / "work"
     (work / "data" / "raw").mkdir(parents=True)

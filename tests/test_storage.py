@@ -13,6 +13,8 @@ import pytest
 from realsr_r1.storage import MANIFEST, ReleaseError, ReleaseStore, parse_ref, sha256_file
 from tests.servers import MotoS3, s3_env
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import boto3
+import pytest
 import yaml
 
 from realsr_r1.release import gate, lookup
@@ -72,6 +73,8 @@ def _publish(repo: Path, endpoint: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.server
+@pytest.mark.stage
 def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
     client = boto3.client(
         "s3",
@@ -117,6 +120,8 @@ def test_publish_stage_uploads_then_gates(s3: MotoS3, tmp_path: Path) -> None:
     assert [r.ref for r in store.list("tiny")] == ["tiny@v1", "tiny@v2"]
 
 
+@pytest.mark.server
+@pytest.mark.stage
 def test_card_states_contents_and_provenance_from_the_run(s3: MotoS3, tmp_path: Path) -> None:
     repo = _repo(tmp_path, "")
     (repo / "models/sft/model.safetensors").unlink()
@@ -132,6 +137,8 @@ def test_card_states_contents_and_provenance_from_the_run(s3: MotoS3, tmp_path: 
     assert json.loads((repo / "metrics/publish.json").read_text())["policy_checkpoints"] == []
 
 
+@pytest.mark.server
+@pytest.mark.stage
 def test_publish_without_bucket_builds_bundle_only(s3: MotoS3, tmp_path: Path) -> None:
     repo = _repo(tmp_path, "")
     done = _publish(repo, s3.url)
@@ -147,6 +154,8 @@ def test_publish_without_bucket_builds_bundle_only(s3: MotoS3, tmp_path: Path) -
     }
 
 
+@pytest.mark.server
+@pytest.mark.stage
 def test_publish_errors_are_one_line(s3: MotoS3, tmp_path: Path) -> None:
     repo = _repo(tmp_path, "no-such-bucket")
     done = _publish(repo, s3.url)

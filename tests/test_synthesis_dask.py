@@ -21,7 +21,7 @@ from realsr_r1.data import synthesis
 from realsr_r1.data.images import encode_png
 from realsr_r1.data.synthesis import DaskClusterError, synthesize_split
 from stages.synthesize import dask_address
-from tests.conftest import REPO, tar_bytes
+from tests.helpers import REPO, tar_bytes
 from tests.servers import free_port  # bound then released: nothing listens there
 
 
@@ -34,6 +34,7 @@ def cluster() -> Iterator[distributed.LocalCluster]:
         yield c
 
 
+@pytest.mark.server
 def test_dask_shards_are_byte_identical_to_local(
     cluster: distributed.LocalCluster, crops: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,6 +96,8 @@ def run_stage(repo: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.server
+@pytest.mark.stage
 def test_stage_runs_on_the_cluster_in_the_environment(
     cluster: distributed.LocalCluster, crops: list, tmp_path: Path
 ) -> None:
@@ -118,6 +121,7 @@ def test_stage_runs_on_the_cluster_in_the_environment(
     assert tar_bytes(local / "data/shards") == tar_bytes(remote / "data/shards")  # the failed run left the outputs alone
 
 
+@pytest.mark.server
 def test_flow_brings_up_a_cluster_for_the_run_and_hands_its_address_to_the_stages() -> None:
     with dask_cluster(None) as env:
         assert env == {}
@@ -147,7 +151,11 @@ def test_flow_brings_up_a_cluster_for_the_run_and_hands_its_address_to_the_stage
         ({"adress": "tcp://h:8786"}, "dask: unknown key(s) adress"),
         ({"address": "tcp://h:8786", "cluster_class": "distributed.LocalCluster"}, "dask: Cannot specify `address`"),
         ({"cluster_class": "distributed.NoSuchCluster"}, "dask:"),
-        ({"cluster_kwargs": {"n_workers": 1, "processes": False, "dashboard_address": ":0"}}, "dask: the scheduler inproc://"),
+        pytest.param(  # an in-process cluster, its dashboard listening: a server
+            {"cluster_kwargs": {"n_workers": 1, "processes": False, "dashboard_address": ":0"}},
+            "dask: the scheduler inproc://",
+            marks=pytest.mark.server,
+        ),
     ],
 )
 def test_flow_rejects_a_bad_dask_parameter(spec: dict, message: str) -> None:

@@ -13,14 +13,13 @@ import pytest
 import torch
 import yaml
 
+from realsr_r1.data.shards import read_records
 from realsr_r1.tokenizers.factory import load_image_tokenizer, save_image_tokenizer
 from realsr_r1.tokenizers.fit import evaluate_reconstruction, fit_image_tokenizer
 from realsr_r1.tokenizers.image import ImageTokenizerConfig, TokenizerError, VQConfig, bicubic
-from realsr_r1.data.shards import read_records
 from realsr_r1.tokenizers.text import IMAGE_START, grid_token, load_text_tokenizer, longest_block
 from realsr_r1.vlcot import SPECIAL_TOKENS
-from tests.chain_data import write_split
-from tests.conftest import REPO
+from tests.helpers import REPO, write_split
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -112,6 +111,7 @@ def test_text_tokenizer_round_trip_with_special_tokens(tiny_parts, tmp_path: Pat
     assert back.decode(back.encode(unicode, add_special_tokens=False)) == unicode
 
 
+@pytest.mark.stage
 def test_tokenizer_stage_writes_models_and_metrics(tmp_path: Path) -> None:
     write_split(tmp_path / "data/shards/train", 40, seed=1)
     write_split(tmp_path / "data/shards/val", 8, seed=2)

@@ -41,7 +41,6 @@ def evaluate(
     weights: Annotated[
         Path | None, typer.Option("--weights", help="checkpoints of the deep metrics (LPIPS, DISTS, MUSIQ, ...); without: skipped")
     ] = None,
-    crop_border: Annotated[int | None, typer.Option("--crop-border", help="px dropped at each edge for PSNR/SSIM (default: the scale)")] = None,
     decode: Annotated[str, typer.Option("--decode", help="image decoding of the policy: expected | sample | both")] = "expected",
     seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: rollout.device)")] = None,
@@ -49,6 +48,7 @@ def evaluate(
 ) -> None:
     """Score the model, bicubic and other methods on a benchmark; write metrics, CSV, sheets and report.html."""
     from realsr_r1.evaluate import benchmark as bench_lib
+    from realsr_r1.evaluate import realesrgan
     from realsr_r1.evaluate.protocol import MetricSet
     from realsr_r1.evaluate.report import write_report
     from realsr_r1.policy.loading import load_policy
@@ -65,15 +65,18 @@ def evaluate(
     s = sampling(p, policy)
     label = model.resolve().name
     methods = {"bicubic": bench_lib.bicubic_method}
+    if (why := realesrgan.unavailable()) is None:
+        methods["realesrgan"] = bench_lib.realesrgan_method(realesrgan.RealESRGAN(p.threads), bench.problems)
+    else:
+        typer.echo(f"realesrgan skipped: {why}", err=True)
     for mode in ("expected", "sample") if decode == "both" else (decode,):
         methods[f"{label} ({'sampled' if mode == 'sample' else mode})"] = bench_lib.policy_method(policy, s, mode, seed=seed)
     for name, folder in others.items():
         methods[name] = bench_lib.folder_method(folder, bench.problems)
     out = out or Path("evaluation") / benchmark.resolve().name
-    border = scale if crop_border is None else crop_border
     kind = "paired" if bench.paired else "LR only (no-reference metrics)"
     typer.echo(f"{benchmark}: {len(bench.pairs)} photos, {kind}; methods: {', '.join(methods)}", err=True)
-    result = bench_lib.evaluate(bench, methods, scale, MetricSet(weights), crop_border=border)
+    result = bench_lib.evaluate(bench, methods, scale, MetricSet(weights))
     written = write_report(result, out, {p.name: p.lr for p in bench.pairs}, {p.name: p.hr for p in bench.pairs})
     rows = bench_lib.table_rows(result)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

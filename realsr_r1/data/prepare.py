@@ -7,6 +7,7 @@ crops on any machine, and a new photo never moves an old one to the other split.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -106,6 +107,11 @@ def prepare_photo(name: str, data: bytes, p: PrepareParams, seed: int) -> PhotoR
         rgb = sharpen(rgb)
     photo_seed = (seed * 1_000_003 + int(digest[:12], 16)) % 2**32
     return PhotoResult(name, digest, None, cut_crops(rgb, p, photo_seed))
+
+
+def resolve_workers(workers: int) -> int:
+    """0 means every core this process may use."""
+    return workers or len(os.sched_getaffinity(0))
 
 
 def _init_worker() -> None:

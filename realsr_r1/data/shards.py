@@ -9,14 +9,16 @@ metadata (mtime 0, root owner) and samples in key order, so equal inputs give eq
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from realsr_r1.data.images import decode_png
+
+T = TypeVar("T")
 
 SHARD_PATTERN = "shard-%06d.tar"
 IMAGE_FIELDS = ("lr.png", "hr.png", "hr_2.png", "hr_4.png")
@@ -75,6 +77,14 @@ def decode_sample(sample: dict[str, Any]) -> ShardSample:
         meta=json.loads(sample["meta.json"]),
         **images,
     )
+
+
+def evenly_spaced(items: Sequence[T], n: int) -> list[T]:
+    """`n` items at even strides over `items` (all when fewer): a val subset that spans every
+    photo of the split, where the first `n` of shard order would be a few crops of one photo."""
+    if n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
 
 
 def read_samples(split_dir: str | Path) -> Iterator[ShardSample]:

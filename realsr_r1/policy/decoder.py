@@ -42,7 +42,7 @@ class PrefixLayer(DynamicLayer):
     """One layer's KV cache: storage for `max_cache_len` positions, filled in place, of which only
     the filled prefix is returned. So a step neither concatenates keys (as a dynamic cache does)
     nor attends over every preallocated slot behind a mask (as `transformers`' static cache
-    does): at 1,200 slots that halves a tiny model's decode step on the CPU (bench/rollout.py)."""
+    does): a step's attention costs what the filled positions cost, not the cache's capacity."""
 
     def __init__(self, max_cache_len: int) -> None:
         super().__init__()

