@@ -60,7 +60,13 @@ def test_upscale_of_a_trained_checkpoint_says_nothing_about_training(checkpoint,
     res = runner.invoke(app, ["upscale", str(tmp_path / "cat.png"), "-o", str(tmp_path / "o.png"), "--model", str(trained),
                               "--params", str(params), "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "untrained" not in res.output and "1 tiles of 16x16 px on cpu" in res.output
+    assert "untrained" not in res.output and "1 tiles of 16x16 px on cpu, expected decoding" in res.output
+    sampled = runner.invoke(app, ["upscale", str(tmp_path / "cat.png"), "-o", str(tmp_path / "s.png"), "--model", str(trained),
+                                  "--params", str(params), "--device", "cpu", "--decode", "sample"])  # fmt: skip
+    assert sampled.exit_code == 0 and "sample decoding" in sampled.output
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), np.asarray(Image.open(tmp_path / "s.png")))
+    bad = runner.invoke(app, ["upscale", str(tmp_path / "cat.png"), "-o", str(tmp_path / "b.png"), "--decode", "mean"])
+    assert bad.exit_code == 2 and "--decode 'mean': expected sample or expected" in bad.output
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")

@@ -93,23 +93,32 @@ def upscale(
     steps_dir: Annotated[Path | None, typer.Option("--steps-dir", help="also write the rough and middle images here")] = None,
     seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
     overlap: Annotated[int, typer.Option("--overlap", help="tile overlap in LR pixels")] = 4,
+    decode: Annotated[
+        str, typer.Option("--decode", help="expected (the mean image under the model's code distributions: fewer seams, "
+                          "higher PSNR; docs/evaluation.md) | sample (the codes drawn)")
+    ] = "expected",
     device: Annotated[
         str | None, typer.Option("--device", help="auto | cpu | cuda (default: rollout.device of --params; auto: cuda if available)")
     ] = None,
     params: ParamsOption = None,
 ) -> None:
     """Restore and upscale a photo with the VLCoT chain, tile by tile."""
+    from dataclasses import replace
+
     from realsr_r1.data.images import read_photo, write_png
     from realsr_r1.policy.loading import load_policy
     from realsr_r1.policy.settings import resolve_device, sampling
     from realsr_r1.policy.upscale import tile_count
     from realsr_r1.policy.upscale import upscale as run_upscale
 
+    if decode not in ("sample", "expected"):
+        raise ValueError(f"--decode {decode!r}: expected sample or expected")
     p = _params(params)
     where = resolve_device(device or p.rollout.device)
     photo = read_photo(image)
     model = model or default_model()
     policy = load_policy(model, where)
+    policy.image_tokenizer.config = replace(policy.image_tokenizer.config, decode=decode)
     if policy.record is not None and not policy.record.trained:
         typer.echo(
             f"note: {model} is {policy.record.describe()}: expect noise for images and random words for text. "
@@ -118,7 +127,8 @@ def upscale(
         )
     h, w = photo.shape[:2]
     tiles = tile_count(h, w, policy.lr_size, overlap)
-    typer.echo(f"{image.name}: {w}x{h}, {tiles} tiles of {policy.lr_size}x{policy.lr_size} px on {where}; timing the first batch ...", err=True)
+    typer.echo(f"{image.name}: {w}x{h}, {tiles} tiles of {policy.lr_size}x{policy.lr_size} px on {where}, {decode} decoding; "
+               "timing the first batch ...", err=True)  # fmt: skip
     estimate = lambda total, per_tile, n: typer.echo(
         f"estimated time: {duration(total)} ({per_tile:.2f} s per tile x {tiles} tiles, measured on the first {n})", err=True
     )
