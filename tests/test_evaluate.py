@@ -255,7 +255,8 @@ def test_stage_writes_the_table_per_benchmark_and_method(staged: Path) -> None:
     assert set(metrics) == {"val", "photos"}
     val = metrics["val"]
     assert val["images"] == 3 and set(val["skipped"].split(", ")) == set(DEEP)
-    assert set(val) - {"images", "skipped"} == {"bicubic", "tokenizer", "sft", "sft_sampled", "grpo", "grpo_sampled"}
+    assert set(val) - {"images", "skipped"} == {"bicubic", "realesrgan", "tokenizer", "sft", "sft_sampled", "grpo", "grpo_sampled"}
+    assert val["realesrgan"]["seams"] < val["grpo_sampled"]["seams"]  # the peer draws no code grid
     for method in ("sft", "grpo_sampled"):
         assert {"psnr", "ssim", "gmsd", "niqe", "piqe", "reward_format", "reward_total"} <= set(val[method])
         assert not set(DEEP) & set(val[method])  # skipped: absent, never 0
@@ -263,12 +264,12 @@ def test_stage_writes_the_table_per_benchmark_and_method(staged: Path) -> None:
     assert val["tokenizer"]["psnr"] > val["bicubic"]["psnr"]  # the GT's own codes beat any LR-only guess
     assert val["sft"] == val["grpo"]  # the same weights, the same seeds: the same figures
     photos = metrics["photos"]
-    assert photos["images"] == 2 and set(photos) - {"images", "skipped"} == {"bicubic", "tokenizer", "sft", "grpo", "nearest"}
+    assert photos["images"] == 2 and set(photos) - {"images", "skipped"} == {"bicubic", "realesrgan", "tokenizer", "sft", "grpo", "nearest"}
     # the publish gate's default key resolves to GRPO's PSNR-Y on val
     key = load_params(staged / "params.yaml").publish.metric
     assert lookup({"evaluate": metrics}, key) == val["grpo"]["psnr"]
     rows = list(csv.DictReader(io.StringIO((staged / "reports/evaluate/val/per_image.csv").read_text())))
-    assert len(rows) == 3 * 6 and all(r["reward_total"] for r in rows if r["method"].startswith("grpo"))
+    assert len(rows) == 3 * 7 and all(r["reward_total"] for r in rows if r["method"].startswith("grpo"))
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Chromium: {INSTALL_CHROMIUM}")
