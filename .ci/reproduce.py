@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from realsr_r1.release import lookup  # `file.a.b` of a metrics dict, None when absent
+
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCES = ROOT / ".ci/tolerances.yaml"
 DATA_STAGES = ("ingest", "prepare", "synthesize", "annotate", "tokenizer", "init_policy")
@@ -38,15 +40,6 @@ RESTORED = ("dvc.lock", "metrics", "plots")
 def committed(path: str) -> str:
     """The file as HEAD has it."""
     return subprocess.run(["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-
-
-def lookup(metrics: dict, key: str) -> float | None:
-    value = metrics
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return float(value)
 
 
 def lock_problems(before: dict, after: dict, edited: frozenset[str] = frozenset()) -> list[str]:

