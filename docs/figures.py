@@ -144,11 +144,12 @@ def tokenizer(root: Path) -> str:
         side = gt // (4 // 2**i)
         rows.append([
             f"{scale} ({side} px, {side // factor}x{side // factor} codes)",
-            db(s["bicubic_psnr"]), db(s["psnr"]), f3(s["bicubic_ssim"]), f3(s["ssim"]), pct(s["code_usage"]),
+            db(s["bicubic_psnr"]), db(s["base_psnr"]), db(s["psnr"]), f3(s["bicubic_ssim"]), f3(s["base_ssim"]), f3(s["ssim"]),
+            pct(s["code_usage"]),
         ])  # fmt: skip
     codes = m["image"]["codes"]
     table = _table(
-        ["scale", "bicubic PSNR-Y", "tokenizer PSNR-Y", "bicubic SSIM-Y", "tokenizer SSIM-Y", "codes used"],
+        ["scale", "bicubic PSNR-Y", "base PSNR-Y", "tokenizer PSNR-Y", "bicubic SSIM-Y", "base SSIM-Y", "tokenizer SSIM-Y", "codes used"],
         rows,
     )
     notes = (
@@ -176,10 +177,8 @@ def _policy_rows(figs: list[dict]) -> list[list[str]]:
     for key, label in (("expected", "expected decoding"), ("sampled", "sampled codes")):
         rows.append([f"final image PSNR-Y, {label}", *(db(f["psnr_y"][key]) for f in figs)])
     rows.append(["final image SSIM-Y, expected decoding", *(f3(f["ssim_y"]["expected"]) for f in figs)])
-    for key, label in (("sampled", "sampled codes"), ("expected", "expected decoding")):
-        rows.append(
-            [f"NIQE of the final image, {label} (lower is better)", *(f2(f["niqe"][key]) for f in figs)]
-        )
+    for key, label in (("expected", "expected decoding"), ("sampled", "sampled codes")):
+        rows.append([f"seam ratio of the final image, {label} (GT ~1)", *(f2(f["seams"][key]) for f in figs)])
     rows.append(
         [
             "bicubic / tokenizer ceiling, PSNR-Y",
@@ -226,6 +225,7 @@ def grpo(root: Path) -> str:
 METHODS = {
     "bicubic": "bicubic",
     "realesrgan": "Real-ESRGAN x4plus (the field's reference, pretrained)",
+    "base": "tokenizer base alone (learned filters, no codes)",
     "tokenizer": "tokenizer ceiling (the GT's own codes)",
     "sft": "SFT, expected decoding",
     "grpo": "GRPO, expected decoding",
@@ -239,7 +239,7 @@ def _val(root: Path) -> dict:
 
 
 def results(root: Path) -> str:
-    """The README's headline: the evaluate stage on val."""
+    """The README's headline: the evaluate stage on val, and on the unseen whole photos."""
     val = _val(root)
     rows = []
     for method, label in METHODS.items():
@@ -247,17 +247,32 @@ def results(root: Path) -> str:
             continue
         m = val[method]
         total = f3(m["reward_total"]) if "reward_total" in m else "-"
-        rows.append([label, db(m["psnr"]), f3(m["ssim"]), f2(m["seams"]), f2(m["niqe"]), total])
-    header = ["method (val)", "PSNR-Y &uarr;", "SSIM-Y &uarr;", "seams &darr; (GT ~1)", "NIQE &darr;", "total reward &uarr; (of 4)"]
-    note = f"{val['images']} val images, one rollout each per model, the same seeds."
-    return _table(header, rows) + "\n\n" + note + "\n\n" + _source("metrics/evaluate.json")
+        rows.append([label, db(m["psnr"]), f3(m["ssim"]), f2(m["seams"]), total])
+    header = ["method (val crops)", "PSNR-Y &uarr;", "SSIM-Y &uarr;", "seams &darr; (GT ~1)", "total reward &uarr; (of 4)"]
+    note = f"{val['images']} val images (64 px), one rollout each per model, the same seeds."
+    return _table(header, rows) + "\n\n" + note + "\n\n" + _unseen(root) + "\n\n" + _source("metrics/evaluate.json", "params.yaml")
+
+
+UNSEEN = [("psnr", "PSNR-Y &uarr;", db), ("ssim", "SSIM-Y &uarr;", f3), ("seams", "seams &darr;", f2), ("niqe", "NIQE &darr;", f2)]
+
+
+def _unseen(root: Path) -> str:
+    """The unseen whole photos: the models through the tiled upscaler (expected decoding)."""
+    unseen = _metrics(root, "evaluate")["unseen"]
+    rows = [[METHODS[m].removesuffix(", expected decoding"), *(fmt(unseen[m][k]) for k, _, fmt in UNSEEN)]
+            for m in METHODS if m in unseen]  # fmt: skip
+    p = _params(root)["evaluate"]
+    note = (f"{unseen['images']} photos never seen in training (`realsr unseen`'s), short side {p['unseen_short_side']} px, "
+            "degraded by the pipeline with a seed per photo; the models upscale them tile by tile with expected decoding. "
+            "No-reference NIQE is scored on these whole photos only.")  # fmt: skip
+    return _table(["method (unseen whole photos)", *(h for _, h, _ in UNSEEN)], rows) + "\n\n" + note
 
 
 def evaluate(root: Path) -> str:
-    """Every method and metric of the evaluate stage on val."""
+    """Every method and metric of the evaluate stage on val, then the unseen photos."""
     val = _val(root)
     metrics = [("psnr", "PSNR-Y &uarr;", db), ("ssim", "SSIM-Y &uarr;", f3), ("gmsd", "GMSD &darr;", f3),
-               ("niqe", "NIQE &darr;", f2), ("piqe", "PIQE &darr;", f2), ("seams", "seams &darr;", f2)]  # fmt: skip
+               ("seams", "seams &darr;", f2)]  # fmt: skip
     rewards = [f"reward_{r}" for r in REWARDS]
     rows = []
     for method, label in METHODS.items():
@@ -270,7 +285,7 @@ def evaluate(root: Path) -> str:
     header = ["method", *(h for _, h, _ in metrics), *(r.removeprefix("reward_") for r in rewards)]
     skipped = val.get("skipped")
     note = f"{val['images']} val images." + (f" Skipped (no weights given): {skipped}." if skipped else "")
-    return _table(header, rows) + "\n\n" + note + "\n\n" + _source("metrics/evaluate.json")
+    return _table(header, rows) + "\n\n" + note + "\n\n" + _unseen(root) + "\n\n" + _source("metrics/evaluate.json", "params.yaml")
 
 
 def recipe(root: Path) -> str:
@@ -286,15 +301,23 @@ def recipe(root: Path) -> str:
     return _table(["stage", "budget", "learning rate", "KL beta"], rows) + "\n\n" + _source("params.yaml")
 
 
-def learning(root: Path) -> str:
-    """Mean ± std over training seeds, from bench/learning.json when it was written."""
-    command = "python bench/learning.py --results bench/learning.json"
+LEARNING = "python bench/learning.py --results bench/learning.json"
+
+
+def _learning(root: Path) -> tuple[dict, int, dict[str, dict[str, float]]]:
+    """bench/learning.json, the default thread count and its runs (one per training seed)."""
     path = root / "bench" / "learning.json"
     if not path.is_file():
-        raise Missing(f"not measured in this checkout: `{command}` writes `bench/learning.json`")
+        raise Missing(f"not measured in this checkout: `{LEARNING}` writes `bench/learning.json`")
     record = json.loads(path.read_text(encoding="utf-8"))
     threads = _params(root)["threads"]
-    seeds = {run: figs for run, figs in record["runs"].items() if run.endswith(f":{threads}")}
+    return record, threads, {run: figs for run, figs in sorted(record["runs"].items()) if run.endswith(f":{threads}")}
+
+
+def learning(root: Path) -> str:
+    """Mean ± std over training seeds, from bench/learning.json when it was written."""
+    command = LEARNING
+    record, threads, seeds = _learning(root)
     rows = []
     for name in next(iter(record["runs"].values())):
         values = [figs[name] for figs in seeds.values()]
@@ -314,7 +337,41 @@ def learning(root: Path) -> str:
     return _table(header, rows) + "\n\n" + note + "\n\n" + _source("bench/learning.json", "params.yaml")
 
 
+# the README's learning claims: (label, minuend, subtrahend, unit); each a difference per seed
+CLAIMS: tuple[tuple[str, str, str, str], ...] = (
+    ("SFT expected decoding over bicubic, PSNR-Y (val)", "evaluate:val.sft.psnr", "evaluate:val.bicubic.psnr", "dB"),
+    ("GRPO expected decoding over bicubic, PSNR-Y (val)", "evaluate:val.grpo.psnr", "evaluate:val.bicubic.psnr", "dB"),
+    ("GRPO expected decoding over the base alone, PSNR-Y (val)", "evaluate:val.grpo.psnr", "evaluate:val.base.psnr", "dB"),
+    ("GRPO over bicubic, PSNR-Y (unseen whole photos)", "evaluate:unseen.grpo.psnr", "evaluate:unseen.bicubic.psnr", "dB"),
+    ("SFT over bicubic, PSNR-Y (unseen whole photos)", "evaluate:unseen.sft.psnr", "evaluate:unseen.bicubic.psnr", "dB"),
+    ("GRPO seams minus bicubic's (unseen whole photos)", "evaluate:unseen.grpo.seams", "evaluate:unseen.bicubic.seams", ""),
+    ("GRPO NIQE minus bicubic's (unseen whole photos; lower is better)", "evaluate:unseen.grpo.niqe", "evaluate:unseen.bicubic.niqe", ""),
+    ("GRPO over SFT, total reward (grpo.json: 4 rollouts per val image)", "grpo:grpo.rewards.total", "sft:final.rewards.total", ""),
+    ("GRPO over SFT, total reward (evaluate.json: 1 rollout per val image)", "evaluate:val.grpo.reward_total", "evaluate:val.sft.reward_total", ""),
+    ("GRPO over SFT, PSNR-Y (val)", "evaluate:val.grpo.psnr", "evaluate:val.sft.psnr", "dB"),
+    ("GRPO expected decoding over its sampled codes, PSNR-Y (val)", "evaluate:val.grpo.psnr", "evaluate:val.grpo_sampled.psnr", "dB"),
+    ("GRPO sampled codes' seams minus expected decoding's (val)", "evaluate:val.grpo_sampled.seams", "evaluate:val.grpo.seams", ""),
+)
+
+
+def claims(root: Path) -> str:
+    """The README's learning claims as differences per training seed, from bench/learning.json."""
+    _, threads, seeds = _learning(root)
+    rows = []
+    for label, plus, minus, unit in CLAIMS:
+        if any(plus not in figs or minus not in figs for figs in seeds.values()):
+            continue
+        diffs = [figs[plus] - figs[minus] for figs in seeds.values()]
+        std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+        each = ", ".join(f"{d:+.2f}" if unit else f"{d:+.3f}" for d in diffs)
+        sign = "all > 0" if min(diffs) > 0 else "all < 0" if max(diffs) < 0 else "mixed"
+        rows.append([label, f"{statistics.mean(diffs):+.3f} ± {std:.3f} {unit}".rstrip(), each, sign])
+    note = f"Per training seed ({', '.join(run.split(':')[0] for run in seeds)}) at {threads} threads; `{LEARNING}` measures it again."
+    return _table(["difference", f"mean ± std over {len(seeds)} seeds", "each seed", "sign"], rows) + "\n\n" + note + "\n\n" + _source("bench/learning.json", "params.yaml")
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
+    "claims": claims,
     "stages": stages,
     "data": data,
     "tokenizer": tokenizer,

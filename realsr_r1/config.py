@@ -243,14 +243,16 @@ class GenerationParams(Section):
     niqe_weight: NonNegative = 1.0  # offline: weights of the no-reference terms
     piqe_weight: NonNegative = 0.0
     niqe_max: PositiveFloat = 30.0  # offline: NIQE mapped to clip(1 - niqe / niqe_max, 0, 1)
-    fidelity_weight: Probability = 0.5  # reward = (1 - w) * quality + w * fidelity to the GT
-    fidelity_metric: Literal["gmsd", "ssim"] = "gmsd"
+    fidelity_weight: Probability = 1.0  # reward = (1 - w) * quality + w * fidelity to the GT
+    fidelity_metric: Literal["gmsd", "ssim"] = "ssim"
     gmsd_max: PositiveFloat = 0.35  # GMSD mapped to clip(1 - gmsd / gmsd_max, 0, 1)
 
     @model_validator(mode="after")
     def _valid(self) -> GenerationParams:
-        if self.preset == "offline" and self.niqe_weight + self.piqe_weight <= 0:
-            raise ValueError("niqe_weight + piqe_weight must be > 0 for the offline preset")
+        if self.preset == "offline" and self.fidelity_weight < 1.0 and self.niqe_weight + self.piqe_weight <= 0:
+            raise ValueError("niqe_weight + piqe_weight must be > 0 for the offline preset's quality term")
+        if self.preset == "paper" and self.fidelity_weight >= 1.0:
+            raise ValueError("fidelity_weight 1 gives the paper preset's metrics no weight: set it below 1 (e.g. 0.5)")
         return self
 
 
@@ -263,6 +265,20 @@ class KMeansParams(Section):
     batch_size: Annotated[int, Field(ge=1)] = 4096
     max_iter: Annotated[int, Field(ge=1)] = 10
     max_patches: Annotated[int, Field(ge=1)] = 200_000
+    overlap: Annotated[int, Field(ge=0)] = 4
+
+
+class BaseParams(Section):
+    kind: Literal["bicubic", "filters"] = "filters"
+    window: Annotated[int, Field(ge=1, le=15)] = 5
+    angles: Annotated[int, Field(ge=1, le=32)] = 8
+    ridge: Annotated[float, Field(ge=0.0)] = 1.0
+
+    @model_validator(mode="after")
+    def _odd(self) -> BaseParams:
+        if self.window % 2 == 0:
+            raise ValueError(f"window must be odd, got {self.window}")
+        return self
 
 
 class VQParams(Section):
@@ -289,11 +305,14 @@ class ImageTokenizerParams(Section):
     codebook_size: Annotated[int, Field(ge=2, le=1_000_000)] = 256
     residual: bool = True
     decode: Literal["sample", "expected"] = "sample"
+    base: BaseParams = BaseParams()
     kmeans: KMeansParams = KMeansParams()
     vq: VQParams = VQParams()
 
     @model_validator(mode="after")
     def _vq_factor(self) -> ImageTokenizerParams:
+        if 2 * self.kmeans.overlap > self.factor:
+            raise ValueError(f"kmeans.overlap is {self.kmeans.overlap}: at most factor / 2 ({self.factor // 2})")
         levels = len(self.vq.channel_multiplier)
         if self.kind == "vq" and self.vq.pretrained is None and 2 ** (levels - 1) != self.factor:
             raise ValueError(f"vq.channel_multiplier has {levels} levels (f={2 ** (levels - 1)}), factor is {self.factor}")
@@ -323,7 +342,7 @@ class PolicyParams(Section):
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     lr_input: Literal["projector", "codes"] = "projector"
     lr_patch: Annotated[int, Field(ge=1)] = 4
-    code_context: Literal["none", "lr"] = "none"
+    code_context: Literal["none", "lr"] = "lr"
 
     @model_validator(mode="after")
     def _heads(self) -> PolicyParams:
@@ -415,7 +434,7 @@ class GrpoParams(EngineParams):
     steps: Annotated[int, Field(ge=1)] = 24  # rollout batches
     prompts: Annotated[int, Field(ge=1)] = 4  # prompts per rollout batch per process (x rollout.group_size samples)
     updates: Annotated[int, Field(ge=1)] = 1  # mu: optimizer steps per rollout batch
-    lr: PositiveFloat = 2e-4
+    lr: PositiveFloat = 1e-4
     warmup_steps: Annotated[int, Field(ge=0)] = 0
     schedule: Literal["constant", "cosine"] = "constant"
     epsilon: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2  # clip range: ratio in [1 - epsilon, 1 + epsilon]
@@ -444,6 +463,8 @@ class EvaluateParams(Section):
     # (named as the benchmark's folder) holding files named like its LR photos
     methods: dict[str, str] = {}
     weights_dir: str | None = None  # checkpoints of the deep metrics (LPIPS, DISTS, FID, MUSIQ, ...); None: skipped
+    unseen: bool = True  # also score the photos kept out of training (`realsr unseen`'s), as benchmark "unseen"
+    unseen_short_side: Annotated[int, Field(ge=16)] = 192  # their GT's short side: whole photos for NIQE (>= 192 px)
     sheets: Annotated[int, Field(ge=0)] = 6  # comparison sheets per benchmark
     batch_size: Annotated[int, Field(ge=1)] = 16  # val prompts per rollout
     seed: Annotated[int, Field(ge=0)] = 0

@@ -1,9 +1,11 @@
 """How the model does on photos it never saw: degrade them as the pipeline does, upscale, compare.
 
-Each photo is brought to the training scale (`prepare.short_side`), cut to a multiple of the
-scale, degraded with the pipeline's degradation (seeded per photo, so every run and every model
-sees the same LR), upscaled by the policy tile by tile and by bicubic, and both are compared
-with the photo on Y. The default photos are pyiqa's test photos, kept out of the bundled source.
+Each photo is brought to `evaluate.unseen_short_side` (near the training scale, and whole
+enough for no-reference metrics), cut to a multiple of the scale, degraded with the pipeline's
+degradation (seeded per photo, so every run and every model sees the same LR), upscaled by the
+policy tile by tile and by bicubic, and both are compared with the photo on Y. The default
+photos (`UNSEEN_PHOTOS`) are kept out of the bundled source; the evaluate stage scores them as
+its `unseen` benchmark (`unseen_benchmark`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from realsr_r1.config import Params
 from realsr_r1.data.images import read_photo
 from realsr_r1.data.prepare import resize_short_side
 from realsr_r1.data.synthesis import degrade_sample
+from realsr_r1.evaluate.benchmark import Benchmark, Pair, bicubic_upscale
 from realsr_r1.policy.interface import Policy, Sampling
 from realsr_r1.policy.upscale import upscale
 from realsr_r1.quality import border, psnr_ssim_y
-from realsr_r1.tokenizers.image import bicubic, to_tensor, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +46,21 @@ class UnseenScore:
 def degraded_pair(photo: np.ndarray, params: Params, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """(GT, LR, degradation text): the photo at the training scale and its seeded degradation."""
     scale = params.synthesize.scale
-    gt = resize_short_side(photo, params.prepare.short_side)
+    gt = resize_short_side(photo, params.evaluate.unseen_short_side)
     h, w = gt.shape[0] // scale * scale, gt.shape[1] // scale * scale
     gt = np.ascontiguousarray(gt[:h, :w])
     lr, record = degrade_sample(gt, params.synthesize.degradation, scale, np.random.default_rng(seed))
     return gt, lr, record["text"]
 
 
-def bicubic_upscale(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The bicubic baseline, the same upsampling the residual image codes are relative to."""
-    return to_uint8(bicubic(to_tensor(lr), size))[0]
+def unseen_benchmark(photos: dict[str, Path], params: Params, seed: int = 0) -> Benchmark:
+    """The photos degraded as `score_photos` degrades them (photo i with seed + i, in name order),
+    as a paired benchmark keyed by file stem."""
+    pairs = []
+    for i, (name, path) in enumerate(sorted(photos.items())):
+        gt, lr, _ = degraded_pair(read_photo(path), params, seed + i)
+        pairs.append(Pair(Path(name).stem, lr, gt))
+    return Benchmark(Path("unseen"), True, pairs)
 
 
 def score_photos(

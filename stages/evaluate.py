@@ -1,11 +1,14 @@
 """Stage `evaluate`: bicubic, Real-ESRGAN x4plus (the peer, when the `peer` extra is installed; else
-skipped with the reason), the tokenizer's ceiling, models/sft and models/grpo on the val shards
+skipped with the reason), the image tokenizer's base alone (what the chain's residual codes add
+to) and its ceiling, models/sft and models/grpo on the val shards
 and on every folder of `evaluate.benchmarks`, scored with the RealSR protocol (pyiqa).
 
 On the val shards each model rolls out once per photo (batched, same seeds for both models) and is
 scored with both decodings ("sft" / "grpo": expected decoding, "*_sampled": the drawn codes) and
-with its own four rewards. On a benchmark folder the models run through the tiled upscaler
-(expected decoding), next to bicubic, the tokenizer (paired only) and `evaluate.methods` folders.
+with its own four rewards. On whole photos (the `unseen` benchmark: the photos `realsr
+unseen` scores, kept out of training and degraded here; and each benchmark folder) the models run
+through the tiled upscaler (expected decoding), next to bicubic, the tokenizer (paired only) and
+`evaluate.methods` folders; no-reference metrics (NIQE, ...) are scored on those whole photos only.
 Writes metrics/evaluate.json (benchmark -> method -> metric: `dvc metrics show` and the publish
 gate read it) and reports/evaluate/<benchmark>/ (report.html, metrics.json, per_image.csv,
 sheets/*.png).
@@ -22,6 +25,7 @@ import numpy as np
 from realsr_r1.atomic import write_json
 from realsr_r1.config import Params
 from realsr_r1.data.shards import evenly_spaced
+from realsr_r1.data.sources import UNSEEN_PHOTOS, wheel_photos
 from realsr_r1.evaluate import benchmark as bench_lib
 from realsr_r1.evaluate.benchmark import Benchmark, BenchmarkError, Pair, Result
 from realsr_r1.evaluate.protocol import MetricSet
@@ -40,6 +44,7 @@ from realsr_r1.train.data import (
     shard_urls,
     truth,
 )
+from realsr_r1.unseen import unseen_benchmark
 from realsr_r1.vlcot import IMAGE_BLOCKS, VLCoT
 from stages.common import UsageError, run_stage
 
@@ -69,19 +74,23 @@ def main(params: Params) -> None:
     metric_set = MetricSet(Path(e.weights_dir) if e.weights_dir else None)
     curves = training_curves()
     results = {"val": evaluate_val(params, policies, roll, metric_set, curves)}
+    if e.unseen:
+        bench = unseen_benchmark(wheel_photos(UNSEEN_PHOTOS), params, e.seed)
+        results["unseen"] = evaluate_benchmark(params, bench, policies, roll, metric_set, curves, others={})
     for folder in e.benchmarks:
         name = Path(folder).name
         if name in results:
             raise UsageError(f"evaluate.benchmarks: two benchmarks named {name!r} (folder names must differ)")
-        results[name] = evaluate_folder(params, folder, policies, roll, metric_set, curves)
+        try:
+            bench = bench_lib.load_benchmark(folder, policies["grpo"].scale)
+        except BenchmarkError as err:
+            raise UsageError(f"evaluate.benchmarks: {err}") from None
+        results[name] = evaluate_benchmark(params, bench, policies, roll, metric_set, curves, others=e.methods)
     write_json(METRICS, {name: table(result) for name, result in results.items()})
     for name, result in results.items():
-        grpo, sft = result.means["grpo"], result.means["sft"]
-        log.info(
-            "%s (%d images): PSNR-Y bicubic %.2f, SFT %.2f, GRPO %.2f dB; NIQE SFT %.2f, GRPO %.2f", name,
-            len({r["image"] for r in result.rows}), result.means["bicubic"].get("psnr") or float("nan"),
-            sft.get("psnr") or float("nan"), grpo.get("psnr") or float("nan"), sft["niqe"], grpo["niqe"],
-        )  # fmt: skip
+        psnr = {m: result.means[m].get("psnr") or float("nan") for m in ("bicubic", "sft", "grpo")}
+        log.info("%s (%d images): PSNR-Y bicubic %.2f, SFT %.2f, GRPO %.2f dB", name, len({r["image"] for r in result.rows}),
+                 psnr["bicubic"], psnr["sft"], psnr["grpo"])  # fmt: skip
 
 
 def evaluate_val(
@@ -91,7 +100,9 @@ def evaluate_val(
     e = params.evaluate
     keys, samples = val_samples(params)
     bench = Benchmark(Path("val"), True, [Pair(k, s.lr, s.truth.gt) for k, s in zip(keys, samples, strict=True)])
-    methods = {"bicubic": bench_lib.bicubic_method, "tokenizer": bench_lib.tokenizer_method(policies["grpo"].image_tokenizer, bench.problems)}
+    tokenizer = policies["grpo"].image_tokenizer
+    methods = {"bicubic": bench_lib.bicubic_method, "base": bench_lib.base_method(tokenizer, bench.problems),
+               "tokenizer": bench_lib.tokenizer_method(tokenizer, bench.problems)}  # fmt: skip
     methods |= bench_lib.realesrgan_methods(params.threads, bench.problems)
     outputs: dict[str, PolicyOutputs] = {}
     for name, policy in policies.items():
@@ -120,33 +131,34 @@ def evaluate_val(
     return result
 
 
-def evaluate_folder(
-    params: Params, folder: str, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet,
-    curves: dict[str, np.ndarray],
+def evaluate_benchmark(
+    params: Params, bench: Benchmark, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet,
+    curves: dict[str, np.ndarray], others: dict[str, str],
 ) -> Result:  # fmt: skip
-    """A benchmark folder (paired or LR only): the models through the tiled upscaler."""
+    """Whole photos (a benchmark folder, paired or LR only, or the unseen photos): the models
+    through the tiled upscaler, with expected decoding; `others`: NAME -> folder of another
+    method's outputs, one subfolder per benchmark (`evaluate.methods`, for the folders only)."""
     e = params.evaluate
     scale = policies["grpo"].scale
-    try:
-        bench = bench_lib.load_benchmark(folder, scale)
-    except BenchmarkError as err:
-        raise UsageError(f"evaluate.benchmarks: {err}") from None
-    methods = {"bicubic": bench_lib.bicubic_method} | bench_lib.realesrgan_methods(params.threads, bench.problems)
+    name = bench.root.name
+    tokenizer = policies["grpo"].image_tokenizer
+    methods = {"bicubic": bench_lib.bicubic_method, "base": bench_lib.base_method(tokenizer, bench.problems)}
+    methods |= bench_lib.realesrgan_methods(params.threads, bench.problems)
     if bench.paired:
-        methods["tokenizer"] = bench_lib.tokenizer_method(policies["grpo"].image_tokenizer, bench.problems)
-    for name, policy in policies.items():
-        methods[name] = bench_lib.policy_method(policy, roll, "expected", seed=e.seed)
-    for name, outputs in e.methods.items():
-        if name in methods:
-            raise UsageError(f"evaluate.methods: the name {name!r} is taken")
+        methods["tokenizer"] = bench_lib.tokenizer_method(tokenizer, bench.problems)
+    for model, policy in policies.items():
+        methods[model] = bench_lib.policy_method(policy, roll, "expected", seed=e.seed)
+    for method, outputs in others.items():
+        if method in methods:
+            raise UsageError(f"evaluate.methods: the name {method!r} is taken")
         try:
-            methods[name] = bench_lib.folder_method(Path(outputs) / Path(folder).name, bench.problems)
+            methods[method] = bench_lib.folder_method(Path(outputs) / name, bench.problems)
         except BenchmarkError as err:
-            raise UsageError(f"evaluate.methods.{name}: {err}") from None
+            raise UsageError(f"evaluate.methods.{method}: {err}") from None
     result = bench_lib.evaluate(bench, methods, scale, metric_set)
     spec = SheetSpec([m for m in methods if m not in ("tokenizer",)], limit=e.sheets)
-    write_report(result, REPORTS / Path(folder).name, {p.name: p.lr for p in bench.pairs}, {p.name: p.hr for p in bench.pairs},
-                 spec, curves, f"RealSR-R1 evaluation: {Path(folder).name}")  # fmt: skip
+    write_report(result, REPORTS / name, {p.name: p.lr for p in bench.pairs}, {p.name: p.hr for p in bench.pairs},
+                 spec, curves, f"RealSR-R1 evaluation: {name}")  # fmt: skip
     return result
 
 

@@ -109,9 +109,8 @@ def main(params: Params) -> None:
     write_json(METRICS, metrics)
     sft, grpo = metrics["sft"], metrics["grpo"]
     log.info(
-        "val, SFT -> GRPO: total reward %.3f -> %.3f, PSNR-Y expected %.2f -> %.2f dB, NIQE %.2f -> %.2f",
+        "val, SFT -> GRPO: total reward %.3f -> %.3f, PSNR-Y expected %.2f -> %.2f dB",
         sft["rewards"]["total"], grpo["rewards"]["total"], sft["psnr_y"]["expected"], grpo["psnr_y"]["expected"],
-        sft["niqe"]["sampled"], grpo["niqe"]["sampled"],
     )  # fmt: skip
 
 

@@ -72,7 +72,7 @@ def test_library_info_lines_only_with_verbose() -> None:
     assert quiet.returncode == 0, quiet.stderr
     assert "is created" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr
     loud = realsr("-v", "reward", case)
-    assert loud.returncode == 0 and "Network [GMSD] is created" in loud.stderr, loud.stderr
+    assert loud.returncode == 0 and "Network [SSIM] is created" in loud.stderr, loud.stderr
 
 
 @pytest.mark.server

@@ -97,7 +97,7 @@ def test_skipped_metrics_are_none_and_marked_never_zero(tmp_path: Path, caplog: 
         metrics = MetricSet(weights)
     assert set(metrics.skipped) == set(DEEP) - {"musiq"}
     assert "lacks pyiqa/LPIPS_v0.1_alex-df73285e.pth, checkpoints/alexnet-owt-7be5be79.pth" in metrics.skipped["lpips"]
-    gt, lr = gt_and_lr("astronaut", (0, 100, 64, 64))
+    gt, lr = gt_and_lr("astronaut", (0, 100, 192, 256))  # a whole photo: every metric is tried
     _save(tmp_path / "bench/LR/a.png", lr)
     _save(tmp_path / "bench/HR/a.png", gt)
     with caplog.at_level(logging.WARNING, logger="realsr_r1"):
@@ -110,9 +110,16 @@ def test_skipped_metrics_are_none_and_marked_never_zero(tmp_path: Path, caplog: 
     _, row = table_rows(result)
     for name in DEEP:
         assert row[1 + result.metrics.index(name)] == "skipped"
-    assert row[1 + result.metrics.index("niqe")] not in ("skipped", "-")
-    assert "MS-SSIM needs both sides >= 161 px: not scored for a" in result.problems  # 64 px: not scored, not 0
-    assert result.means["bicubic"]["ms_ssim"] is None
+    assert min(result.means["bicubic"][k] for k in ("niqe", "piqe", "ms_ssim")) > 0 and not result.problems
+    # a 64 px crop: MS-SSIM, and the no-reference quality metrics (NIQE prefers mosaics on crops), give None and a note, never 0
+    gt, lr = gt_and_lr("astronaut", (0, 100, 64, 64))
+    _save(tmp_path / "crop/LR/a.png", lr)
+    _save(tmp_path / "crop/HR/a.png", gt)
+    crop = evaluate(load_benchmark(tmp_path / "crop", 4), {"bicubic": bicubic_method}, 4, MetricSet(None), progress=False)
+    assert "MS-SSIM needs both sides >= 161 px: not scored for a" in crop.problems
+    assert "no-reference quality metrics need whole photos, both sides >= 192 px: not scored for a" in crop.problems
+    _, row = table_rows(crop)
+    assert crop.means["bicubic"]["ms_ssim"] is None and crop.means["bicubic"]["niqe"] is None and row[1 + crop.metrics.index("niqe")] == "-"
     # LR only: no full-reference metric at all
     lr_only = evaluate(load_benchmark(tmp_path / "bench/LR", 4), {"bicubic": bicubic_method}, 4, MetricSet(None), progress=False)
     assert not lr_only.paired and lr_only.metrics == ["niqe", "piqe", "seams", "musiq", "maniqa", "clipiqa", "topiq"]
@@ -124,7 +131,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> tuple[Pat
     """`realsr evaluate` of a tiny untrained policy, bicubic and a nearest-neighbour folder on two real photos."""
     root = tmp_path_factory.mktemp("evaluate")
     tiny_policy_checkpoint(root, tiny_parts, max_text_tokens=4)
-    for name, box in (("astronaut", (0, 120, 96, 128)), ("coffee", (100, 200, 96, 128))):
+    for name, box in (("astronaut", (0, 120, 192, 256)), ("coffee", (100, 200, 192, 256))):  # whole photos: NIQE is scored
         gt, lr = gt_and_lr(name, box)
         _save(root / f"bench/LR/{name}.png", lr)
         _save(root / f"bench/HR/{name}.png", gt)
@@ -145,7 +152,7 @@ def test_evaluate_cli_prints_the_table_and_writes_every_output(evaluated) -> Non
     _, out, output = evaluated
     assert "2 photos, paired; methods: bicubic, realesrgan, policy (expected), policy (sampled), nearest" in output
     assert re.search(r"method\s+PSNR ↑\s+SSIM ↑\s+MS-SSIM ↑\s+GMSD ↓\s+LPIPS ↓", output, re.MULTILINE)
-    assert re.search(r"^nearest\s+\d+\.\d\d\s+0\.\d{4}\s+-\s+0\.\d{4}\s+skipped", output, re.MULTILINE)
+    assert re.search(r"^nearest\s+\d+\.\d\d\s+0\.\d{4}\s+0\.\d{4}\s+0\.\d{4}\s+skipped", output, re.MULTILINE)
     report = json.loads((out / "metrics.json").read_text())
     assert report["methods"] == list(METHODS) and report["images"] == 2 and report["crop_border"] == 4
     assert all(report["means"][m]["lpips"] is None for m in METHODS)
@@ -237,7 +244,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
         _save(root / f"others/nearest/photos/{name}.png", cv2.resize(lr, gt.shape[1::-1], interpolation=cv2.INTER_NEAREST))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["val_samples"] = 3
-    params["evaluate"].update(sheets=2, device="cpu", benchmarks=["photos"], methods={"nearest": "others/nearest"})
+    params["evaluate"].update(sheets=2, device="cpu", benchmarks=["photos"], methods={"nearest": "others/nearest"}, unseen_short_side=64)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage(root, "evaluate")
     _, err = proc.communicate(timeout=600)
@@ -252,24 +259,28 @@ def test_stage_writes_the_table_per_benchmark_and_method(staged: Path) -> None:
     from realsr_r1.release import lookup
 
     metrics = json.loads((staged / "metrics/evaluate.json").read_text())
-    assert set(metrics) == {"val", "photos"}
+    assert set(metrics) == {"val", "unseen", "photos"}
     val = metrics["val"]
     assert val["images"] == 3 and set(val["skipped"].split(", ")) == set(DEEP)
-    assert set(val) - {"images", "skipped"} == {"bicubic", "realesrgan", "tokenizer", "sft", "sft_sampled", "grpo", "grpo_sampled"}
+    assert set(val) - {"images", "skipped"} == {"bicubic", "realesrgan", "base", "tokenizer", "sft", "sft_sampled", "grpo", "grpo_sampled"}
     assert val["realesrgan"]["seams"] < val["grpo_sampled"]["seams"]  # the peer draws no code grid
     for method in ("sft", "grpo_sampled"):
-        assert {"psnr", "ssim", "gmsd", "niqe", "piqe", "reward_format", "reward_total"} <= set(val[method])
+        assert {"psnr", "ssim", "gmsd", "seams", "reward_format", "reward_total"} <= set(val[method])
+        assert "niqe" not in val[method]  # 64 px crops: no-reference quality only on whole photos
         assert not set(DEEP) & set(val[method])  # skipped: absent, never 0
     assert "reward_total" not in val["bicubic"]
     assert val["tokenizer"]["psnr"] > val["bicubic"]["psnr"]  # the GT's own codes beat any LR-only guess
     assert val["sft"] == val["grpo"]  # the same weights, the same seeds: the same figures
+    unseen = metrics["unseen"]  # the photos `realsr unseen` scores, degraded by the stage
+    assert unseen["images"] == 6 and set(unseen) - {"images", "skipped"} == {"bicubic", "realesrgan", "base", "tokenizer", "sft", "grpo"}
+    assert (staged / "reports/evaluate/unseen/report.html").is_file()
     photos = metrics["photos"]
-    assert photos["images"] == 2 and set(photos) - {"images", "skipped"} == {"bicubic", "realesrgan", "tokenizer", "sft", "grpo", "nearest"}
+    assert photos["images"] == 2 and set(photos) - {"images", "skipped"} == {"bicubic", "realesrgan", "base", "tokenizer", "sft", "grpo", "nearest"}
     # the publish gate's default key resolves to GRPO's PSNR-Y on val
     key = load_params(staged / "params.yaml").publish.metric
     assert lookup({"evaluate": metrics}, key) == val["grpo"]["psnr"]
     rows = list(csv.DictReader(io.StringIO((staged / "reports/evaluate/val/per_image.csv").read_text())))
-    assert len(rows) == 3 * 7 and all(r["reward_total"] for r in rows if r["method"].startswith("grpo"))
+    assert len(rows) == 3 * 8 and all(r["reward_total"] for r in rows if r["method"].startswith("grpo"))
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Chromium: {INSTALL_CHROMIUM}")

@@ -209,7 +209,7 @@ def test_stage_resumes_after_sigkill_to_bit_identical_weights(tmp_path, tiny_par
     assert metrics["steps"] == 4 and set(metrics) == {"steps", "sft", "grpo"}
     for model in ("sft", "grpo"):
         assert set(metrics[model]["rewards"]) == {"format", "degradation", "understanding", "generation", "total"}
-        assert {"sampled", "expected", "bicubic"} <= set(metrics[model]["niqe"]) and "expected" in metrics[model]["psnr_y"]
+        assert {"sampled", "expected", "bicubic"} <= set(metrics[model]["seams"]) and "expected" in metrics[model]["psnr_y"]
     assert json.loads((other / "metrics/grpo.json").read_text()) == metrics
     assert TinyPolicy.from_pretrained(whole / "models/grpo").record.runs[-1] == {"stage": "grpo", "steps": 4}
 

@@ -15,9 +15,9 @@ METRICS = {name: json.loads((REPO / f"metrics/{name}.json").read_text()) for nam
 
 
 def val_figures(method: str, metric: str) -> dict[str, float]:
-    """`method`'s `metric` on val (psnr | ssim | niqe) as each metrics file reports it."""
+    """`method`'s `metric` on val (psnr | ssim | seams) as each metrics file reports it."""
     sft, grpo, evaluate, tokenizer = (METRICS[n] for n in ("sft", "grpo", "evaluate", "tokenizer"))
-    key = {"psnr": "psnr_y", "ssim": "ssim_y", "niqe": "niqe"}[metric]
+    key = {"psnr": "psnr_y", "ssim": "ssim_y", "seams": "seams"}[metric]
     figures = {
         "sft.json final": sft["final"][key][method],
         "sft.json early": sft["early"][key][method],
@@ -25,14 +25,14 @@ def val_figures(method: str, metric: str) -> dict[str, float]:
         "grpo.json grpo": grpo["grpo"][key][method],
         "evaluate.json val": evaluate["val"][method][metric],
     }
-    if metric != "niqe":
+    if metric != "seams":
         field = "" if method == "tokenizer" else "bicubic_"
         figures["tokenizer.json final"] = tokenizer["image"]["final"][f"{field}{metric}"]
     return figures
 
 
 @pytest.mark.parametrize("method", ["bicubic", "tokenizer"])
-@pytest.mark.parametrize("metric", ["psnr", "ssim", "niqe"])
+@pytest.mark.parametrize("metric", ["psnr", "ssim", "seams"])
 def test_one_figure_per_method_on_val(method: str, metric: str) -> None:
     figures = val_figures(method, metric)
     first = next(iter(figures.values()))

@@ -117,7 +117,8 @@ def test_tiles_blend_to_the_whole_image_result(tiny_parts) -> None:
     from realsr_r1.policy.interface import Sampling
     from realsr_r1.policy.tiny import TinyPolicy
     from realsr_r1.policy.upscale import upscale
-    from realsr_r1.tokenizers.image import bicubic, to_tensor, to_uint8
+    from realsr_r1.tokenizers.base import bicubic
+    from realsr_r1.tokenizers.image import to_tensor, to_uint8
     from realsr_r1.tokenizers.kmeans import KMeansTokenizer
     from tests.helpers import tiny_policy_config
 
@@ -149,7 +150,7 @@ def test_unseen_scores_model_and_bicubic_on_y(checkpoint, tmp_path: Path) -> Non
 
     model, params_path = checkpoint
     raw = yaml.safe_load(params_path.read_text())
-    raw["prepare"]["short_side"] = 64  # the smallest the params allow (gt_size): 96x64, two LR tiles
+    raw["evaluate"]["unseen_short_side"] = 64  # small photos: 96x64, two LR tiles
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -12,10 +12,10 @@ import torch
 from skimage.metrics import structural_similarity
 
 from bench.reference import load_basicsr
+from realsr_r1.evaluate.benchmark import bicubic_upscale
 from realsr_r1.iqa import pyiqa_scores
 from realsr_r1.quality import border, ms_ssim_y, psnr_ssim_y, ssim_y
 from realsr_r1.tokenizers.image import to_tensor
-from realsr_r1.unseen import bicubic_upscale
 from tests.helpers import gt_and_lr
 
 

@@ -12,7 +12,7 @@ import pytest
 import skimage.data
 
 from realsr_r1.evaluate import realesrgan
-from realsr_r1.unseen import bicubic_upscale
+from realsr_r1.evaluate.benchmark import bicubic_upscale
 
 pytestmark = pytest.mark.skipif(realesrgan.unavailable() is not None, reason=str(realesrgan.unavailable()))
 

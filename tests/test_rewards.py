@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from skimage import data
 
 from realsr_r1.config import GenerationParams, RewardParams
@@ -27,6 +29,8 @@ from realsr_r1.rewards import (
     tag_vocabulary,
     understanding_reward,
 )
+from realsr_r1.tokenizers.base import bicubic
+from realsr_r1.tokenizers.image import patchify, to_uint8, unpatchify
 from realsr_r1.vlcot import IMAGE_TOKEN, Completion, VLCoT, parse, render
 
 PAPER_GT = "medium blur, downsample, medium noise, light compression, upsample"
@@ -263,6 +267,56 @@ def test_generation_of_a_bicubic_copy_or_a_blank_image_stays_below_the_gt() -> N
         assert out[1] < out[0] - 0.1 and max(out[2], out[3]) < out[1], (size, out)
 
 
+GAMES = ("shuffled GT mosaic", "random codebook patches", "nearest-neighbour blocks", "bicubic plus noise")
+
+
+def _games(chain, tokenizer) -> dict[str, torch.Tensor]:
+    """The GT, bicubic and the pictures a policy could draw to game the generation reward."""
+    gt, lr = chain.images["final"], chain.lr
+    n, f = len(gt), tokenizer.factor
+    g = torch.Generator().manual_seed(0)
+    blocks = patchify(gt, f)
+    mosaic = unpatchify(torch.stack([b.flatten(0, 1)[torch.randperm(b.shape[0] * b.shape[1], generator=g)].reshape(b.shape) for b in blocks]), f)
+    upscaled = bicubic(lr, tuple(gt.shape[-2:]))
+    return {
+        "GT": gt,
+        "bicubic": upscaled,
+        "shuffled GT mosaic": mosaic,
+        "random codebook patches": tokenizer.decode(torch.randint(0, tokenizer.codebook_size, (n, *blocks.shape[1:3]), generator=g), lr),
+        "nearest-neighbour blocks": F.interpolate(lr, size=tuple(gt.shape[-2:]), mode="nearest"),
+        "bicubic plus noise": (upscaled + 0.04 * torch.randn(upscaled.shape, generator=g)).clamp(0, 1),
+    }
+
+
+@pytest.mark.parametrize("game", GAMES)
+def test_generation_ranks_gt_over_bicubic_over_each_game(tiny_parts, game) -> None:
+    """The default generation reward on 48 real degraded crops: the GT above bicubic, and bicubic
+    above a mosaic, random codes, nearest blocks and noise, on average and on most images."""
+    chain, tokenizer, _ = tiny_parts
+    pictures = {name: to_uint8(x) for name, x in _games(chain, tokenizer).items()}
+    gts = list(pictures["GT"])
+
+    def reward(name: str) -> np.ndarray:
+        return generation_reward([_chain(gt, final=x) for gt, x in zip(gts, pictures[name], strict=True)], gts, GenerationParams())
+
+    gt, bic, gamed = reward("GT"), reward("bicubic"), reward(game)
+    assert gt.mean() > bic.mean() + 0.1 and (gt > bic).mean() >= 0.95
+    assert bic.mean() > gamed.mean() + 0.02, (game, bic.mean(), gamed.mean())
+    assert (bic > gamed).mean() >= 0.8, (game, (bic > gamed).mean())
+
+
+def test_niqe_on_small_crops_prefers_a_mosaic_to_bicubic(tiny_parts) -> None:
+    """Why the offline default weighs fidelity only: the no-reference NIQE term on 64 px crops
+    scores a shuffled mosaic and random codes above bicubic."""
+    chain, tokenizer, _ = tiny_parts
+    pictures = {name: to_uint8(x) for name, x in _games(chain, tokenizer).items()}
+    gts = list(pictures["GT"])
+    nr = GenerationParams(fidelity_weight=0.0)
+    score = {name: generation_reward([_chain(g, final=x) for g, x in zip(gts, pictures[name], strict=True)], gts, nr).mean()
+             for name in ("bicubic", "shuffled GT mosaic", "random codebook patches")}  # fmt: skip
+    assert score["shuffled GT mosaic"] > score["bicubic"] and score["random codebook patches"] > score["bicubic"], score
+
+
 def test_generation_fidelity_term_and_bad_images() -> None:
     gt = _photo(64)
     other = _photo(64)[::-1].copy()
@@ -287,13 +341,15 @@ def test_generation_piqe_term_runs_and_stays_in_range() -> None:
 
 def test_generation_paper_preset_names_missing_weights(tmp_path) -> None:
     gt = _photo(64)
-    cfg = GenerationParams(preset="paper", weights_dir=str(tmp_path))
+    cfg = GenerationParams(preset="paper", weights_dir=str(tmp_path), fidelity_weight=0.5)
     with pytest.raises(
         MetricWeightsError, match="lacks: pyiqa/cfanet_nr_koniq_res50-9a73138b.pth, .*clip/RN50.pt"
     ):
         generation_reward([_chain(gt)], [gt], cfg)
     with pytest.raises(MetricWeightsError, match="needs rewards.generation.weights_dir"):
-        generation_reward([_chain(gt)], [gt], GenerationParams(preset="paper"))
+        generation_reward([_chain(gt)], [gt], GenerationParams(preset="paper", fidelity_weight=0.5))
+    with pytest.raises(ValueError, match="fidelity_weight 1 gives the paper preset's metrics no weight"):
+        GenerationParams(preset="paper", weights_dir=str(tmp_path))
 
 
 # ---------------------------------------------------------------------------------- combiner
@@ -320,7 +376,8 @@ def test_flat_final_image_does_not_poison_the_total() -> None:
     gt = _photo(64)
     flat = np.full_like(gt, 128)
     completion = render(_chain(gt, final=flat))
-    batch = score_batch([completion], [Truth.from_text(PAPER_GT, ["astronaut"], gt)], RewardParams())
+    niqe = RewardParams(generation=GenerationParams(fidelity_weight=0.0))  # NIQE of a flat image is NaN
+    batch = score_batch([completion], [Truth.from_text(PAPER_GT, ["astronaut"], gt)], niqe)
     assert np.isfinite(batch.total).all()
     assert batch.non_finite["generation"] == 1 and batch.rewards["generation"][0] == 0.0
     assert batch.rewards["format"][0] == 1.0
@@ -387,7 +444,7 @@ def test_params_yaml_has_the_reward_and_annotate_sections() -> None:
         ({"rewards": {"weights": {"novelty": 1.0}}}, "unknown key 'rewards.weights.novelty'"),
         ({"rewards": {"weights": {"format": -1}}}, "key 'rewards.weights.format'"),
         ({"rewards": {"understanding": {"mode": "fuzzy"}}}, "key 'rewards.understanding.mode'"),
-        ({"rewards": {"generation": {"niqe_weight": 0, "piqe_weight": 0}}}, "niqe_weight \\+ piqe_weight"),
+        ({"rewards": {"generation": {"niqe_weight": 0, "piqe_weight": 0, "fidelity_weight": 0.5}}}, "niqe_weight \\+ piqe_weight"),
         ({"annotate": {"backend": "vlm"}}, "needs annotate.vlm.model"),
     ],
     ids=["unknown", "negative", "mode", "no-quality", "vlm-model"],

@@ -14,9 +14,10 @@ import torch
 import yaml
 
 from realsr_r1.data.shards import read_records
+from realsr_r1.tokenizers.base import bicubic
 from realsr_r1.tokenizers.factory import load_image_tokenizer, save_image_tokenizer
 from realsr_r1.tokenizers.fit import evaluate_reconstruction, fit_image_tokenizer
-from realsr_r1.tokenizers.image import ImageTokenizerConfig, TokenizerError, VQConfig, bicubic
+from realsr_r1.tokenizers.image import ImageTokenizerConfig, TokenizerError, VQConfig
 from realsr_r1.tokenizers.text import IMAGE_START, grid_token, load_text_tokenizer, longest_block
 from realsr_r1.vlcot import SPECIAL_TOKENS
 from tests.helpers import REPO, write_split

@@ -50,12 +50,15 @@ BUNDLED_PHOTOS: dict[str, tuple[str, str]] = {
     "tid2013_I19.bmp": ("pyiqa", "ResultsCalibra/ref_dir/I19.bmp"),
 }
 # Photos kept OUT of the bundled source: the default folder of the never-seen-photos check
-# (`realsr unseen`). pyiqa's test photos: a smartphone photo (SPAQ) and three video frames.
+# (`realsr unseen`, the evaluate stage's `unseen` benchmark). pyiqa's test photos: a smartphone
+# photo (SPAQ) and three video frames; scikit-image's grey cameraman and grass photos.
 UNSEEN_PHOTOS: dict[str, tuple[str, str]] = {
     "spaq_10241.jpg": ("pyiqa", "tests/test_efficiency_img_dir/SPAQ_10241.jpg"),
     "frame_4wrwr48cdk6rbcjl.jpg": ("pyiqa", "tests/test_efficiency_img_dir/frame_4wrwr48cdk6rbcjl.jpg"),
     "frame_7gzdcz9sif0ekg31.jpg": ("pyiqa", "tests/test_efficiency_img_dir/frame_7gzdcz9sif0ekg31.jpg"),
     "frame_9ogwhvvy7gfj6jzh.jpg": ("pyiqa", "tests/test_efficiency_img_dir/frame_9ogwhvvy7gfj6jzh.jpg"),
+    "camera.png": ("scikit-image", "skimage/data/camera.png"),
+    "grass.png": ("scikit-image", "skimage/data/grass.png"),
 }
 BUNDLED_SIDECAR = Path(__file__).resolve().parent.parent / "assets" / "bundled_annotations.json"
 

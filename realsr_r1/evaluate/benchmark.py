@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from realsr_r1.data.images import PhotoError, read_photo, write_png
 from realsr_r1.evaluate.protocol import METRICS, MetricSet
+from realsr_r1.tokenizers.base import bicubic
 from realsr_r1.tokenizers.image import to_tensor, to_uint8
-from realsr_r1.unseen import bicubic_upscale
 
 log = logging.getLogger(__name__)
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -103,6 +103,11 @@ def load_benchmark(root: str | Path, scale: int) -> Benchmark:
 Method = Callable[[Pair, tuple[int, int]], np.ndarray | None]
 
 
+def bicubic_upscale(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The bicubic baseline, the same upsampling the residual image codes are relative to."""
+    return to_uint8(bicubic(to_tensor(lr), size))[0]
+
+
 def bicubic_method(pair: Pair, size: tuple[int, int]) -> np.ndarray:
     return bicubic_upscale(pair.lr, size)
 
@@ -138,6 +143,20 @@ def tokenizer_method(tokenizer: Any, problems: list[str]) -> Method:
             return to_uint8(tokenizer.reconstruct(to_tensor(pair.hr), to_tensor(pair.lr)))[0]
         except ValueError as err:
             _problem(problems, f"tokenizer/{pair.name}: {err}, not scored")
+            return None
+
+    return run
+
+
+def base_method(tokenizer: Any, problems: list[str]) -> Method:
+    """The image tokenizer's base alone (what residual codes add to: learned filters or bicubic):
+    what a policy's expected decoding falls back to where it knows nothing."""
+
+    def run(pair: Pair, size: tuple[int, int]) -> np.ndarray | None:
+        try:
+            return to_uint8(tokenizer.base(to_tensor(pair.lr), size))[0]
+        except ValueError as err:
+            _problem(problems, f"base/{pair.name}: {err}, not scored")
             return None
 
     return run
@@ -218,6 +237,7 @@ def evaluate(
     """Run every method on every pair, then score each method's outputs in batches of one size
     (each metric runs once per batch, `scale` px cropped at each edge); FID per method over the whole set."""
     problems = bench.problems
+    metrics.unscored.clear()  # the notes of this benchmark only
     crop_border = scale
     outputs: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
     hrs = {p.name: p.hr for p in bench.pairs}

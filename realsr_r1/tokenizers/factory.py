@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from realsr_r1.tokenizers.base import BaseError, Upsampler
 from realsr_r1.tokenizers.image import CONFIG_FILE, ImageTokenizer, ImageTokenizerConfig, TokenizerError
 
 
@@ -19,6 +20,7 @@ def save_image_tokenizer(tokenizer: ImageTokenizer, out_dir: str | Path) -> None
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONFIG_FILE).write_text(tokenizer.config.to_json())
     tokenizer.save(out_dir)
+    tokenizer.base.save(out_dir)
 
 
 def load_image_tokenizer(path: str | Path) -> ImageTokenizer:
@@ -34,9 +36,15 @@ def load_image_tokenizer(path: str | Path) -> ImageTokenizer:
     if config.kind == "kmeans":
         from realsr_r1.tokenizers.kmeans import KMeansTokenizer
 
-        return KMeansTokenizer.load(path, config)
-    if config.kind == "vq":
+        tokenizer: ImageTokenizer = KMeansTokenizer.load(path, config)
+    elif config.kind == "vq":
         from realsr_r1.tokenizers.vq import VQTokenizer
 
-        return VQTokenizer.load(path, config)
-    raise TokenizerError(f"{cfg_path}: unknown tokenizer kind {config.kind!r}")
+        tokenizer = VQTokenizer.load(path, config)
+    else:
+        raise TokenizerError(f"{cfg_path}: unknown tokenizer kind {config.kind!r}")
+    try:
+        tokenizer.base = Upsampler.load(path, config.base)
+    except BaseError as err:
+        raise TokenizerError(str(err)) from None
+    return tokenizer

@@ -17,18 +17,18 @@ import torch
 from realsr_r1.config import Params
 from realsr_r1.data.shards import ShardSample
 from realsr_r1.quality import border, psnr_ssim_y
+from realsr_r1.tokenizers.base import FilterFit, Upsampler, bicubic
 from realsr_r1.tokenizers.image import (
     ImageTokenizer,
     ImageTokenizerConfig,
     TokenizerError,
-    bicubic,
     make_target,
     to_tensor,
     to_uint8,
 )
 
 SCALES = ("rough", "middle", "final")  # hr_4, hr_2, hr: the chain's three images
-QUALITY_KEYS = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+QUALITY_KEYS = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "base_psnr", "base_ssim")
 
 
 @dataclass(frozen=True)
@@ -69,24 +69,39 @@ def image_tokenizer_config(params: Params) -> ImageTokenizerConfig:
     return ImageTokenizerConfig.from_dict({**params.tokenizer.image.model_dump(), "seed": params.seed})
 
 
+def fit_base(config: ImageTokenizerConfig, chains: Iterable[ChainImages]) -> Upsampler:
+    """The base residual codes are over: bicubic, or filters fitted on all three chain images."""
+    if config.base.kind == "bicubic" or not config.residual:
+        return Upsampler(config.base)
+    fit = FilterFit(config.base)
+    for chain in chains:
+        for scale in SCALES:
+            fit.add(chain.lr, chain.images[scale])
+    return fit.solve()
+
+
 def fit_image_tokenizer(config: ImageTokenizerConfig, chain: ChainImages) -> ImageTokenizer:
-    """Fit the kind named in `config` on the targets of all three chain images."""
-    targets = [make_target(chain.images[s], chain.lr, config.residual) for s in SCALES]
+    """Fit the base, then the kind named in `config` on the targets of all three chain images."""
+    base = fit_base(config, [chain])
+    targets = [make_target(chain.images[s], chain.lr, config.residual, base) for s in SCALES]
     if config.kind == "kmeans":
         from realsr_r1.tokenizers.kmeans import fit_kmeans
 
-        return fit_kmeans(config, targets)
-    from realsr_r1.tokenizers.vq import train_vq
+        tokenizer: ImageTokenizer = fit_kmeans(config, targets)
+    else:
+        from realsr_r1.tokenizers.vq import train_vq
 
-    return train_vq(config, targets)
+        tokenizer = train_vq(config, targets)
+    tokenizer.base = base
+    return tokenizer
 
 
 def fit_image_tokenizer_stream(config: ImageTokenizerConfig, chains: Callable[[], Iterable[ChainImages]], count: int) -> ImageTokenizer:
     """Fit on a split streamed in batches (`chains()` starts a pass over its `count` samples).
 
-    k-means keeps only its subsample of patches (the same one `fit_image_tokenizer` draws from
-    the whole split), so memory does not grow with the split; the `vq` kind trains on random
-    batches of the whole split and holds it.
+    The base's normal equations and k-means' subsample of patches (the same one
+    `fit_image_tokenizer` draws from the whole split) are all that is kept, so memory does not
+    grow with the split; the `vq` kind trains on random batches of the whole split and holds it.
     """
     if config.kind != "kmeans":
         return fit_image_tokenizer(config, concat_chains(list(chains())))
@@ -95,10 +110,13 @@ def fit_image_tokenizer_stream(config: ImageTokenizerConfig, chains: Callable[[]
     first = next(iter(chains()), None)
     if first is None:
         raise TokenizerError("no samples to fit the tokenizer on")
+    base = fit_base(config, chains())
     f = config.factor
     counts = [count * (first.images[s].shape[-2] // f) * (first.images[s].shape[-1] // f) for s in SCALES]
-    batches = ([make_target(c.images[s], c.lr, config.residual) for s in SCALES] for c in chains())
-    return fit_codebook(config, select_patches(config, counts, batches))
+    batches = ([make_target(c.images[s], c.lr, config.residual, base) for s in SCALES] for c in chains())
+    tokenizer = fit_codebook(config, select_patches(config, counts, batches))
+    tokenizer.base = base
+    return tokenizer
 
 
 def concat_chains(chains: list[ChainImages]) -> ChainImages:
@@ -114,7 +132,8 @@ def concat_chains(chains: list[ChainImages]) -> ChainImages:
 def evaluate_reconstruction(
     tokenizer: ImageTokenizer, chains: ChainImages | Iterable[ChainImages]
 ) -> dict[str, dict[str, float]]:
-    """Per chain scale: reconstruction PSNR/SSIM-Y, bicubic baseline PSNR/SSIM-Y (`realsr_r1.quality`,
+    """Per chain scale: reconstruction PSNR/SSIM-Y, bicubic baseline and base (what residual codes
+    add to) PSNR/SSIM-Y (`realsr_r1.quality`,
     the image's upscaling factor over the LR cropped at each edge), code usage.
 
     `chains`: the split, whole or as a stream of batches (the result is the same).
@@ -131,7 +150,8 @@ def evaluate_reconstruction(
             truth, pixels = to_uint8(images), border(images.shape[-1], chain.lr.shape[-1])
             rec = psnr_ssim_y(to_uint8(tokenizer.decode(codes, chain.lr)), truth, pixels)
             bic = psnr_ssim_y(to_uint8(bicubic(chain.lr, tuple(images.shape[-2:]))), truth, pixels)
-            for key, values in zip(QUALITY_KEYS, (*rec, *bic), strict=True):
+            base = psnr_ssim_y(to_uint8(tokenizer.base(chain.lr, tuple(images.shape[-2:]))), truth, pixels)
+            for key, values in zip(QUALITY_KEYS, (*rec, *bic, *base), strict=True):
                 scores[scale][key] += values.tolist()
     if not scores[SCALES[0]]["psnr"]:
         raise TokenizerError("no samples to evaluate the tokenizer on")

@@ -17,9 +17,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from realsr_r1.degrade import ops
+from realsr_r1.tokenizers.base import BaseConfig, Upsampler
 
 CONFIG_FILE = "image_tokenizer.json"
 
@@ -33,6 +33,7 @@ class KMeansConfig:
     batch_size: int = 4096  # mini-batch k-means batch
     max_iter: int = 10  # passes over the patches
     max_patches: int = 200_000  # subsample the fitting set above this
+    overlap: int = 0  # px each code's patch reaches into its neighbours (lapped, blended); 0: plain blocks
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ImageTokenizerConfig:
     codebook_size: int = 1024
     residual: bool = True  # code the residual over bicubic(LR) instead of the image
     decode: Literal["sample", "expected"] = "sample"  # expected: decode E[target] under the code distribution
+    base: BaseConfig = field(default_factory=BaseConfig)  # what a residual is over: bicubic or learned filters
     seed: int = 0
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
     vq: VQConfig = field(default_factory=VQConfig)
@@ -66,10 +68,11 @@ class ImageTokenizerConfig:
     def from_dict(raw: dict) -> ImageTokenizerConfig:
         raw = dict(raw)
         km = KMeansConfig(**raw.pop("kmeans", {}))
+        base = BaseConfig(**raw.pop("base", {}))
         vq_raw = dict(raw.pop("vq", {}))
         if "channel_multiplier" in vq_raw:
             vq_raw["channel_multiplier"] = tuple(vq_raw["channel_multiplier"])
-        return ImageTokenizerConfig(kmeans=km, vq=VQConfig(**vq_raw), **raw)
+        return ImageTokenizerConfig(kmeans=km, vq=VQConfig(**vq_raw), base=base, **raw)
 
 
 # ------------------------------------------------------------------------------ array helpers
@@ -86,13 +89,6 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ops.to_uint8(images.detach().float().cpu().permute(0, 2, 3, 1).numpy())
 
 
-def bicubic(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The bicubic upsampling of the LR that residual codes are relative to (clamped to [0, 1])."""
-    if tuple(lr.shape[-2:]) == tuple(size):
-        return lr
-    return F.interpolate(lr, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
-
-
 def patchify(x: torch.Tensor, f: int) -> torch.Tensor:
     """(N, C, H, W) -> (N, H/f, W/f, C*f*f) non-overlapping patches in raster order."""
     n, c, h, w = x.shape
@@ -107,13 +103,14 @@ def unpatchify(p: torch.Tensor, f: int) -> torch.Tensor:
     return p.reshape(n, h, w, c, f, f).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h * f, w * f)
 
 
-def make_target(images: torch.Tensor, lr: torch.Tensor | None, residual: bool) -> torch.Tensor:
-    """What gets coded: the image mapped to [-1, 1], or its residual over bicubic(LR)."""
+def make_target(images: torch.Tensor, lr: torch.Tensor | None, residual: bool, base: Upsampler | None = None) -> torch.Tensor:
+    """What gets coded: the image mapped to [-1, 1], or its residual over the base upsampling of
+    the LR (`base`; bicubic when None)."""
     if not residual:
         return images * 2.0 - 1.0
     if lr is None:
         raise TokenizerError("a residual tokenizer needs the LR image to encode or decode")
-    return images - bicubic(lr, tuple(images.shape[-2:]))
+    return images - (base or Upsampler(BaseConfig()))(lr, tuple(images.shape[-2:]))
 
 
 # --------------------------------------------------------------------------------- interface
@@ -122,6 +119,7 @@ class ImageTokenizer(ABC):
 
     def __init__(self, config: ImageTokenizerConfig) -> None:
         self.config = config
+        self.base = Upsampler(BaseConfig())  # what residual codes add to: the fitted base replaces it
 
     @property
     def factor(self) -> int:
@@ -154,7 +152,7 @@ class ImageTokenizer(ABC):
             raise TokenizerError(f"image size {w}x{h} is not a multiple of the tokenizer factor {self.factor}")
 
     def target(self, images: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
-        return make_target(images, lr, self.config.residual)
+        return make_target(images, lr, self.config.residual, self.base)
 
     def from_target(self, target: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
         """Inverse of `target`, clamped to [0, 1]."""
@@ -162,7 +160,7 @@ class ImageTokenizer(ABC):
             return ((target + 1.0) / 2.0).clamp(0, 1)
         if lr is None:
             raise TokenizerError("a residual tokenizer needs the LR image to encode or decode")
-        return (bicubic(lr, tuple(target.shape[-2:])) + target).clamp(0, 1)
+        return (self.base(lr, tuple(target.shape[-2:])) + target).clamp(0, 1)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
