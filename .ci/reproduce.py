@@ -127,7 +127,7 @@ def main() -> None:
         finally:
             (ROOT / "params.yaml").write_text(params)
     ok = check(tolerances, frozenset({"params.yaml"}) if args.threads else frozenset())
-    subprocess.run(["git", "checkout", "--", *RESTORED], cwd=ROOT, check=True)
+    subprocess.run(["git", "checkout", "HEAD", "--", *RESTORED], cwd=ROOT, check=True)  # HEAD: DVC autostages dvc.lock
     print("reproduced within tolerances" if ok else "error: the pipeline did not reproduce the committed state", file=sys.stderr)
     sys.exit(0 if ok else 1)
 
