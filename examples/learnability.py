@@ -143,7 +143,10 @@ def small_cnn(lr: torch.Tensor, hr: torch.Tensor, lr_val: torch.Tensor, steps: i
     layers: list[nn.Module] = [nn.Conv2d(3, 64, 3, padding=1), nn.ReLU()]
     for _ in range(7):
         layers += [nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()]
-    net = nn.Sequential(*layers, nn.Conv2d(64, 3, 3, padding=1))
+    head = nn.Conv2d(64, 3, 3, padding=1)
+    nn.init.zeros_(head.weight)  # starts as bicubic: the residual is learned from zero
+    nn.init.zeros_(head.bias)
+    net = nn.Sequential(*layers, head)
     opt = torch.optim.Adam(net.parameters(), lr=2e-4)
     size = tuple(hr.shape[-2:])
     up = bicubic(lr, size)
