@@ -348,6 +348,8 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
     ("GRPO NIQE minus bicubic's (unseen whole photos; lower is better)", "evaluate:unseen.grpo.niqe", "evaluate:unseen.bicubic.niqe", ""),
     ("GRPO over SFT, total reward (grpo.json: 4 rollouts per val image)", "grpo:grpo.rewards.total", "sft:final.rewards.total", ""),
     ("GRPO over SFT, total reward (evaluate.json: 1 rollout per val image)", "evaluate:val.grpo.reward_total", "evaluate:val.sft.reward_total", ""),
+    ("GRPO over SFT, generation reward (grpo.json)", "grpo:grpo.rewards.generation", "sft:final.rewards.generation", ""),
+    ("GRPO over SFT, sampled codes' PSNR-Y (grpo.json)", "grpo:grpo.psnr_y.sampled", "sft:final.psnr_y.sampled", "dB"),
     ("GRPO over SFT, PSNR-Y (val)", "evaluate:val.grpo.psnr", "evaluate:val.sft.psnr", "dB"),
     ("GRPO expected decoding over its sampled codes, PSNR-Y (val)", "evaluate:val.grpo.psnr", "evaluate:val.grpo_sampled.psnr", "dB"),
     ("GRPO sampled codes' seams minus expected decoding's (val)", "evaluate:val.grpo_sampled.seams", "evaluate:val.grpo.seams", ""),

@@ -443,6 +443,9 @@ class GrpoParams(EngineParams):
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = "grpo"
     advantage_scale: Literal["group", "batch", "none"] = "group"  # divide (r - group mean) by the group / batch std, or not
     advantage_eps: PositiveFloat = 1e-4
+    # sequence: every token gets its sample's advantage (the paper's); cell: the final image's
+    # codes get their own cell's share of the generation reward's advantage
+    image_credit: Literal["sequence", "cell"] = "cell"
     text_weight: Annotated[float, Field(ge=0.0)] = 1.0  # loss weight of text tokens
     image_weight: Annotated[float, Field(ge=0.0)] = 1.0  # loss weight of image codes
     # weights of the total GRPO trains on; None: rewards.weights (evaluation always reports with those)
@@ -538,6 +541,9 @@ class Params(Section):
             raise ValueError(f"policy.lr_patch ({self.policy.lr_patch}) must divide the LR side ({lr})")
         if self.policy.lr_input == "codes" and (self.tokenizer.image.residual or lr % f):
             raise ValueError("policy.lr_input 'codes' needs tokenizer.image.residual false and an LR side divisible by the factor")
+        generation = self.rewards.generation
+        if self.grpo.image_credit == "cell" and generation.fidelity_weight > 0 and generation.fidelity_metric != "ssim":
+            raise ValueError("grpo.image_credit 'cell' needs rewards.generation.fidelity_metric ssim (GMSD does not split over pixels), or image_credit 'sequence'")
         return self
 
 

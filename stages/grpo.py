@@ -66,15 +66,18 @@ def main(params: Params) -> None:
     )  # fmt: skip
     cfg = GrpoConfig(
         steps=p.steps, prompts=p.prompts, group_size=group, updates=p.updates, advantage_scale=p.advantage_scale,
-        advantage_eps=p.advantage_eps, loss=loss, workers=p.workers, checkpoint_interval=p.checkpoint_interval, seed=p.seed,
+        advantage_eps=p.advantage_eps, image_credit=p.image_credit, loss=loss, workers=p.workers,
+        checkpoint_interval=p.checkpoint_interval, seed=p.seed,
     )  # fmt: skip
     backend = make_backend(p, policy, total_steps=p.steps * p.updates, grad_accum=1, micro_batch=p.prompts * group)
     reference = load_policy(START, policy.device).eval().requires_grad_(False) if p.beta else None
     tags = vocabulary(inputs)
     trained_on = params.rewards if p.reward_weights is None else params.rewards.model_copy(update={"weights": p.reward_weights})
 
+    grid = policy.layout.image_grids["final_image"] if p.image_credit == "cell" else None
+
     def reward(rollout: Rollout, samples: list[TrainSample]) -> RewardBatch:
-        return score_rollout(rollout, [truth(s, tags) for s in samples], trained_on)
+        return score_rollout(rollout, [truth(s, tags) for s in samples], trained_on, grid)
 
     def on_step(row: dict[str, float]) -> None:
         log.info(

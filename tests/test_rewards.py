@@ -331,6 +331,67 @@ def test_generation_fidelity_term_and_bad_images() -> None:
     assert ssim[0] == pytest.approx(1.0, abs=1e-4)
 
 
+def _map_counts(size: int, cell: int) -> np.ndarray:
+    """How many pixels of an 11 x 11 valid-mode SSIM map have their window centre in each cell."""
+    inside = ((np.arange(size) >= 5) & (np.arange(size) < size - 5)).reshape(size // cell, cell).sum(1)
+    return np.outer(inside, inside).astype(np.float64)
+
+
+def test_ssim_fidelity_is_pyiqa_ssim_and_its_cells_add_up_to_the_reward() -> None:
+    """The generation reward is pyiqa's SSIM itself, and `generation_cells` splits it exactly:
+    the cells' values weighted by their map pixels give back each sample's reward."""
+    from realsr_r1.iqa import pyiqa_scores
+    from realsr_r1.rewards.generation import generation_cells
+
+    gt = _photo(64)
+    lr = cv2.resize(gt, (16, 16), interpolation=cv2.INTER_AREA)
+    finals = [cv2.resize(lr, (64, 64), interpolation=cv2.INTER_CUBIC), _degrade(gt), gt]
+    chains = [_chain(gt, final=f) for f in finals]
+    cfg = GenerationParams()
+    reward = generation_reward(chains, [gt] * 3, cfg)
+    as_tensor = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    assert np.allclose(reward, pyiqa_scores("ssim", as_tensor(finals), as_tensor([gt] * 3)).numpy(), atol=1e-12)
+    counts = _map_counts(64, 8)
+    cells = generation_cells(chains + [None], [gt] * 4, np.append(reward, 0.0), cfg, (8, 8))
+    assert cells[3] is None
+    for c, r in zip(cells[:3], reward, strict=True):
+        assert c.shape == (8, 8) and (c * counts).sum() / counts.sum() == pytest.approx(r, abs=1e-12)
+    assert np.allclose(cells[2], 1.0)
+
+
+def test_a_damaged_cell_costs_its_own_cell_most_and_far_cells_nothing() -> None:
+    """Noise over one 8 x 8 cell of a bicubic picture lowers that cell's share the most, its
+    neighbours less (the 11 x 11 window reaches 5 px), and leaves every cell farther away equal:
+    what lets GRPO credit each image code with its own neighbourhood."""
+    from realsr_r1.rewards.generation import generation_cells
+
+    gt = _photo(64)
+    clean = cv2.resize(cv2.resize(gt, (16, 16), interpolation=cv2.INTER_AREA), (64, 64), interpolation=cv2.INTER_CUBIC)
+    damaged = clean.copy()
+    damaged[24:32, 32:40] = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    chains = [_chain(gt, final=clean), _chain(gt, final=damaged)]
+    cfg = GenerationParams()
+    reward = generation_reward(chains, [gt] * 2, cfg)
+    good, bad = generation_cells(chains, [gt] * 2, reward, cfg, (8, 8))
+    drop = good - bad  # fidelity only: each cell's value is its own SSIM
+    assert np.unravel_index(np.argmax(drop), drop.shape) == (3, 4)
+    near = np.zeros((8, 8), dtype=bool)
+    near[2:5, 3:6] = True
+    assert np.allclose(drop[~near], 0.0, atol=1e-12) and (drop[near] > 0).all()
+
+
+def test_gmsd_has_no_cells_to_split() -> None:
+    from realsr_r1.config import ParamsError, parse_params
+    from realsr_r1.rewards.generation import generation_cells
+
+    gt = _photo(64)
+    with pytest.raises(ValueError, match="gmsd.*use ssim"):
+        generation_cells([_chain(gt)], [gt], np.ones(1), GenerationParams(fidelity_metric="gmsd"), (8, 8))
+    with pytest.raises(ParamsError, match="grpo.image_credit 'cell' needs rewards.generation.fidelity_metric ssim"):
+        parse_params({"rewards": {"generation": {"fidelity_metric": "gmsd"}}})
+    parse_params({"rewards": {"generation": {"fidelity_metric": "gmsd"}}, "grpo": {"image_credit": "sequence"}})
+
+
 def test_generation_piqe_term_runs_and_stays_in_range() -> None:
     gt = _photo(64)
     out = generation_reward(

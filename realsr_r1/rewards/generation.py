@@ -13,6 +13,9 @@ quality, `paper` preset: mean of TOPIQ-NR, MUSIQ/100, MANIQA-PIPAL and CLIPIQA (
     clipped to [0, 1], from checkpoints in `weights_dir` (see `PAPER_WEIGHTS`).
 fidelity: `gmsd` -> clip(1 - GMSD / gmsd_max, 0, 1); `ssim` -> SSIM (pyiqa, Y channel) clipped
     to [0, 1]. A final image whose shape differs from the GT's scores fidelity 0.
+cells (`generation_cells`): SSIM is the mean of a per-pixel map, so the reward splits exactly into
+    one term per cell of the final image (one image code's f x f pixels) (the map pixels whose window centre lies in it):
+    cell_c = reward + w * (SSIM_c - SSIM). GRPO credits each image code with its own cell's term.
 A missing or malformed final image (not uint8 HxWx3, side < 16) scores 0. A metric that returns
 NaN (e.g. NIQE of a flat image) yields NaN here; the combiner counts and zeroes it.
 """
@@ -92,11 +95,57 @@ def quality_scores(x: torch.Tensor, cfg: GenerationParams) -> np.ndarray:
     return (total / (cfg.niqe_weight + cfg.piqe_weight)).numpy()
 
 
+def ssim_maps(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """pyiqa's SSIM map on Y (N, H - 10, W - 10), float64: its mean over a map is pyiqa's `ssim`."""
+    from pyiqa.archs.func_util import preprocess_rgb
+    from pyiqa.archs.ssim_arch import ssim
+
+    x, ref = (preprocess_rgb(t, True, 255, "yiq").to(torch.float64) for t in (x, ref))
+    return ssim(x, ref, data_range=255, get_ssim_map=True)[:, 0]
+
+
 def fidelity_scores(x: torch.Tensor, ref: torch.Tensor, cfg: GenerationParams) -> np.ndarray:
     """Similarity to the GT in [0, 1] for same-shape batches NCHW in [0, 1]."""
     if cfg.fidelity_metric == "gmsd":
         return (1.0 - pyiqa_scores("gmsd", x, ref) / cfg.gmsd_max).clamp(0.0, 1.0).numpy()
-    return pyiqa_scores("ssim", x, ref).clamp(0.0, 1.0).numpy()
+    return ssim_maps(x, ref).mean((1, 2)).clamp(0.0, 1.0).numpy()
+
+
+def cell_means(ssim_map: torch.Tensor, shape: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
+    """`grid` (rows, cols) means of a valid-mode SSIM map of an image of `shape` (H, W), each over
+    the map pixels whose window is centred in that cell (border cells hold fewer)."""
+    (h, w), (rows, cols) = shape, grid
+    if h % rows or w % cols:
+        raise ValueError(f"image {w}x{h} does not split into {cols}x{rows} equal cells")
+    top, left = (h - ssim_map.shape[0]) // 2, (w - ssim_map.shape[1]) // 2
+    full = torch.full((h, w), float("nan"), dtype=torch.float64)
+    full[top : top + ssim_map.shape[0], left : left + ssim_map.shape[1]] = ssim_map
+    return full.view(rows, h // rows, cols, w // cols).nanmean((1, 3)).numpy()
+
+
+def generation_cells(
+    chains: Sequence[VLCoT | None],
+    gts: Sequence[np.ndarray | None],
+    generation: np.ndarray,
+    cfg: GenerationParams,
+    grid: tuple[int, int],
+) -> list[np.ndarray | None]:
+    """Per chain, its generation reward split over a `grid` (rows, cols) of its final image's
+    cells (`cell_c` above), or None where no GT-shaped final image exists to split."""
+    if cfg.fidelity_metric != "ssim" and cfg.fidelity_weight > 0:
+        raise ValueError(f"fidelity_metric {cfg.fidelity_metric!r} has no per-pixel map to split over cells: use ssim")
+    out: list[np.ndarray | None] = [None] * len(chains)
+    for i, (chain, gt) in enumerate(zip(chains, gts, strict=True)):
+        image = chain.final_image if chain is not None else None
+        if not _well_formed(image) or gt is None or gt.shape != image.shape:
+            continue
+        if cfg.fidelity_weight == 0:
+            out[i] = np.full(grid, generation[i])
+            continue
+        ssim_map = ssim_maps(_to_tensor([image]), _to_tensor([gt]))[0]
+        cells = cell_means(ssim_map, gt.shape[:2], grid)
+        out[i] = generation[i] + cfg.fidelity_weight * (cells - float(ssim_map.mean()))
+    return out
 
 
 def _well_formed(image: object) -> bool:

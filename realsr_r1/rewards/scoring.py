@@ -19,7 +19,7 @@ from realsr_r1.degrade.describe import Item, from_text
 from realsr_r1.rewards.combine import combine
 from realsr_r1.rewards.degradation import degradation_reward
 from realsr_r1.rewards.format import format_reward
-from realsr_r1.rewards.generation import generation_reward
+from realsr_r1.rewards.generation import generation_cells, generation_reward
 from realsr_r1.rewards.understanding import load_embedder, understanding_reward
 from realsr_r1.vlcot import Completion, VLCoT, VLCoTFormatError, parse
 
@@ -56,6 +56,9 @@ class RewardBatch:
     total: np.ndarray
     non_finite: dict[str, int]
     errors: list[str | None] = field(default_factory=list)  # why each sample scored format 0, or None
+    # per sample, the generation reward split over its final image's cells (`generation_cells`);
+    # None when not asked for (no `grid`), an entry None where the image cannot be split
+    cells: list[np.ndarray | None] | None = None
 
 
 def parse_all(completions: Sequence[Completion]) -> tuple[list[VLCoT | None], list[str | None]]:
@@ -80,8 +83,10 @@ def score_batch(
     truths: Sequence[Truth],
     params: RewardParams,
     truncated: Sequence[bool] | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> RewardBatch:
-    """All four rewards and the weighted total; `truncated[i]` (a rollout's flag) zeroes format."""
+    """All four rewards and the weighted total; `truncated[i]` (a rollout's flag) zeroes format;
+    with `grid` (rows, cols), also the weighted generation reward split over that grid of cells."""
     if len(completions) != len(truths):
         raise ValueError(f"{len(completions)} completions but {len(truths)} truths")
     truncated = [False] * len(completions) if truncated is None else [bool(t) for t in truncated]
@@ -105,10 +110,17 @@ def score_batch(
         ),
         "generation": generation_reward(chains, [t.gt for t in truths], params.generation),
     }
-    total, clean, counts = combine(raw, params.weights.model_dump())
-    return RewardBatch(rewards=clean, total=total, non_finite=counts, errors=errors)
+    weights = params.weights.model_dump()
+    total, clean, counts = combine(raw, weights)
+    cells = None
+    if grid is not None:
+        split = generation_cells(chains, [t.gt for t in truths], clean["generation"], params.generation, grid)
+        cells = [None if c is None else weights["generation"] * c for c in split]
+    return RewardBatch(rewards=clean, total=total, non_finite=counts, errors=errors, cells=cells)
 
 
-def score_rollout(rollout: Rollout, truths: Sequence[Truth], params: RewardParams) -> RewardBatch:
+def score_rollout(
+    rollout: Rollout, truths: Sequence[Truth], params: RewardParams, grid: tuple[int, int] | None = None
+) -> RewardBatch:
     """Score a policy rollout (row i against truths[i]), its truncation flags included."""
-    return score_batch(rollout.completions, truths, params, truncated=rollout.truncated.tolist())
+    return score_batch(rollout.completions, truths, params, truncated=rollout.truncated.tolist(), grid=grid)

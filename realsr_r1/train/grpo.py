@@ -14,6 +14,11 @@ the layout forces carry none), reduced as `loss_type` says:
     grpo     mean over samples of each sample's token mean (DeepSeekMath),
     dapo     one token mean over the batch (DAPO),
     dr_grpo  the token sum over P * G * max_tokens, a constant (Dr. GRPO).
+Credit (`image_credit`): with `sequence` (the paper's) every token of a sample gets its A; with
+`cell` the final image's codes get their own cell's advantage instead, the same formula over the
+group's values of that cell's share of the generation reward (`generation_cells`: SSIM is a mean
+of a per-pixel map), since a code only changes its own neighbourhood of the image and one
+number per 64-code image says little of which codes earned it.
 The paper's own recipe is beta 0 and one update per rollout (the ratio is then 1 and the loss
 is REINFORCE with group-normalised advantages). The loop is SFT's: the same backend, checkpoint,
 data position and resume (`engine`), so a killed run ends with the same weights.
@@ -42,6 +47,7 @@ log = logging.getLogger(__name__)
 
 LossType = Literal["grpo", "dr_grpo", "dapo"]
 AdvantageScale = Literal["group", "batch", "none"]
+ImageCredit = Literal["sequence", "cell"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class GrpoConfig:
     updates: int = 1  # mu: optimizer steps per rollout batch
     advantage_scale: AdvantageScale = "group"
     advantage_eps: float = 1e-4
+    image_credit: ImageCredit = "sequence"
     loss: LossConfig = LossConfig()
     workers: int = 0
     checkpoint_interval: int = 10
@@ -81,7 +88,7 @@ class RolloutBatch:
 
     rollout: Rollout
     rewards: RewardBatch
-    advantages: torch.Tensor  # (N,) one per sample
+    advantages: torch.Tensor  # (N, L) per completion token (`token_advantages`)
     ref_logprobs: torch.Tensor | None  # (N, L) under the frozen reference; None when beta = 0
 
 
@@ -103,6 +110,32 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: AdvantageSca
     return centred.flatten().to(rewards.dtype)
 
 
+def token_advantages(rollout: Rollout, rewards: RewardBatch, cfg: GrpoConfig) -> torch.Tensor:
+    """(N, L): each sample's group advantage of the total on all its tokens; under `cell` credit
+    its final image's codes (the last codes of the row, raster order) get their cells' instead,
+    in each group whose every sample has a final image to split (`rewards.cells`)."""
+    g = cfg.group_size
+    total = torch.as_tensor(rewards.total, dtype=torch.float32)
+    sequence = group_advantages(total, g, cfg.advantage_scale, cfg.advantage_eps)
+    adv = sequence.unsqueeze(1).expand_as(rollout.logprobs).clone()
+    if cfg.image_credit == "sequence":
+        return adv
+    if rewards.cells is None:
+        raise ValueError("image_credit 'cell' needs the rewards split over cells (score with a grid)")
+    for start in range(0, len(total), g):
+        cells = rewards.cells[start : start + g]
+        if any(c is None for c in cells) or len({c.shape for c in cells}) > 1:
+            continue
+        values = torch.as_tensor(np.stack([c.ravel() for c in cells], 1), dtype=torch.float32)  # (cells, G)
+        per_cell = group_advantages(values.flatten(), g, cfg.advantage_scale, cfg.advantage_eps).view(-1, g)
+        for k in range(g):
+            codes = rollout.image_mask[start + k].nonzero().squeeze(1)
+            if len(codes) < len(values):
+                raise ValueError(f"row {start + k}: {len(codes)} image codes, fewer than its {len(values)} cells")
+            adv[start + k, codes[-len(values) :]] = per_cell[:, k].to(adv.dtype)
+    return adv
+
+
 def grpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -113,11 +146,12 @@ def grpo_loss(
     ref_logprobs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss (see the module docstring) and its statistics: mean k3 KL, and the share of
-    sampled tokens whose ratio is clipped below / above (where the clip zeroes the gradient)."""
+    sampled tokens whose ratio is clipped below / above (where the clip zeroes the gradient).
+    `advantages`: (N,) one per sample, or (N, L) one per token."""
     mask = (text_mask | image_mask).float()
     weight = cfg.text_weight * text_mask.float() + cfg.image_weight * image_mask.float()
     ratio = torch.exp(logprobs - old_logprobs)
-    adv = advantages.unsqueeze(1).to(ratio.dtype)
+    adv = (advantages if advantages.dim() == 2 else advantages.unsqueeze(1)).to(ratio.dtype)
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.epsilon, 1 + cfg.upper) * adv)
     per_token = -surrogate
     kl = torch.zeros_like(ratio)
@@ -157,8 +191,10 @@ def rollout_stats(batch: RolloutBatch, group_size: int) -> dict[str, float]:
         out[f"{name}_mean"], out[f"{name}_std"] = float(np.mean(values)), float(np.std(values))
     total = torch.as_tensor(batch.rewards.total, dtype=torch.float64)
     out["reward"], out["reward_std"] = float(total.mean()), float(total.std(unbiased=False))
-    out["advantage_std"] = float(batch.advantages.double().std(unbiased=False))
-    out["zero_advantage_groups"] = float((batch.advantages.view(-1, group_size).abs().amax(1) == 0).double().mean())
+    sampled = r.sampled_mask
+    out["advantage_std"] = float(batch.advantages[sampled].double().std(unbiased=False))
+    moved = (batch.advantages.abs() * sampled).view(-1, group_size * sampled.shape[1]).amax(1)
+    out["zero_advantage_groups"] = float((moved == 0).double().mean())
     text, image = r.text_mask.float(), r.image_mask.float()
     out["entropy_text"] = float(-(r.logprobs * text).sum() / text.sum().clamp(min=1))
     out["entropy_image"] = float(-(r.logprobs * image).sum() / image.sum().clamp(min=1))
@@ -189,7 +225,7 @@ def collect(
     timing["rollout_s"] = time.perf_counter() - started
     started = time.perf_counter()
     rewards = reward(rollout, [s for s in samples for _ in range(cfg.group_size)])
-    advantages = group_advantages(torch.as_tensor(rewards.total, dtype=torch.float32), cfg.group_size, cfg.advantage_scale, cfg.advantage_eps)
+    advantages = token_advantages(rollout, rewards, cfg)
     timing["reward_s"] = time.perf_counter() - started
     ref = None
     if reference is not None and cfg.loss.beta:
