@@ -262,8 +262,10 @@ def _unseen(root: Path) -> str:
     rows = [[METHODS[m].removesuffix(", expected decoding"), *(fmt(unseen[m][k]) for k, _, fmt in UNSEEN)]
             for m in METHODS if m in unseen]  # fmt: skip
     p = _params(root)["evaluate"]
-    note = (f"{unseen['images']} photos never seen in training (`realsr unseen`'s), short side {p['unseen_short_side']} px, "
-            "degraded by the pipeline with a seed per photo; the models upscale them tile by tile with expected decoding. "
+    draws = p.get("unseen_draws", 1)
+    note = (f"{unseen['images'] // draws} photos never seen in training (`realsr unseen`'s), short side {p['unseen_short_side']} px, "
+            f"each degraded by the pipeline {draws} times with seeded draws ({unseen['images']} pairs); "
+            "the models upscale them tile by tile with expected decoding. "
             "No-reference NIQE is scored on these whole photos only.")  # fmt: skip
     return _table(["method (unseen whole photos)", *(h for _, h, _ in UNSEEN)], rows) + "\n\n" + note
 

@@ -468,6 +468,7 @@ class EvaluateParams(Section):
     weights_dir: str | None = None  # checkpoints of the deep metrics (LPIPS, DISTS, FID, MUSIQ, ...); None: skipped
     unseen: bool = True  # also score the photos kept out of training (`realsr unseen`'s), as benchmark "unseen"
     unseen_short_side: Annotated[int, Field(ge=16)] = 192  # their GT's short side: whole photos for NIQE (>= 192 px)
+    unseen_draws: Annotated[int, Field(ge=1)] = 4  # seeded degradations per photo (one draw moves a gain by more than it)
     sheets: Annotated[int, Field(ge=0)] = 6  # comparison sheets per benchmark
     batch_size: Annotated[int, Field(ge=1)] = 16  # val prompts per rollout
     seed: Annotated[int, Field(ge=0)] = 0

@@ -1,16 +1,19 @@
 """How the model does on photos it never saw: degrade them as the pipeline does, upscale, compare.
 
 Each photo is brought to `evaluate.unseen_short_side` (near the training scale, and whole
-enough for no-reference metrics), cut to a multiple of the scale, degraded with the pipeline's
-degradation (seeded per photo, so every run and every model sees the same LR), upscaled by the
-policy tile by tile and by bicubic, and both are compared with the photo on Y. The default
-photos (`UNSEEN_PHOTOS`) are kept out of the bundled source; the evaluate stage scores them as
-its `unseen` benchmark (`unseen_benchmark`).
+enough for no-reference metrics), cut to a multiple of the scale, degraded
+`evaluate.unseen_draws` times with the pipeline's degradation (each draw seeded, so every run
+and every model sees the same LR), upscaled by the policy tile by tile and by bicubic, and both
+are compared with the photo on Y. One draw per photo is too few: a draw's degradation moves
+a method's gain over bicubic by more than the gain itself. The default photos (`UNSEEN_PHOTOS`)
+are kept out of the bundled source; the evaluate stage scores them as its `unseen` benchmark
+(`unseen_benchmark`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,23 +56,31 @@ def degraded_pair(photo: np.ndarray, params: Params, seed: int) -> tuple[np.ndar
     return gt, lr, record["text"]
 
 
-def unseen_benchmark(photos: dict[str, Path], params: Params, seed: int = 0) -> Benchmark:
-    """The photos degraded as `score_photos` degrades them (photo i with seed + i, in name order),
-    as a paired benchmark keyed by file stem."""
-    pairs = []
+def degraded_pairs(photos: dict[str, Path], params: Params, seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, str]]:
+    """(name, GT, LR, degradation text) of each draw: draw k of photo i (name order) is seeded
+    seed + i + k * len(photos), so the first draws keep their seeds when `unseen_draws` grows;
+    with several draws the name gets `#k` before its suffix."""
+    draws = params.evaluate.unseen_draws
     for i, (name, path) in enumerate(sorted(photos.items())):
-        gt, lr, _ = degraded_pair(read_photo(path), params, seed + i)
-        pairs.append(Pair(Path(name).stem, lr, gt))
+        photo = read_photo(path)
+        for k in range(draws):
+            gt, lr, text = degraded_pair(photo, params, seed + i + k * len(photos))
+            stem, suffix = Path(name).stem, Path(name).suffix
+            yield (name if draws == 1 else f"{stem}#{k}{suffix}"), gt, lr, text
+
+
+def unseen_benchmark(photos: dict[str, Path], params: Params, seed: int = 0) -> Benchmark:
+    """The draws `score_photos` scores, as a paired benchmark keyed by file stem (and draw)."""
+    pairs = [Pair(Path(name).stem, lr, gt) for name, gt, lr, _ in degraded_pairs(photos, params, seed)]
     return Benchmark(Path("unseen"), True, pairs)
 
 
 def score_photos(
     policy: Policy, photos: dict[str, Path], params: Params, sampling: Sampling, seed: int = 0
 ) -> list[UnseenScore]:
-    """Degrade each photo (seed + its index), upscale it with `policy` and bicubic, score both on Y."""
+    """Degrade each photo (`degraded_pairs`), upscale it with `policy` and bicubic, score both on Y."""
     scores = []
-    for i, (name, path) in enumerate(sorted(photos.items())):
-        gt, lr, text = degraded_pair(read_photo(path), params, seed + i)
+    for name, gt, lr, text in degraded_pairs(photos, params, seed):
         with torch.no_grad():
             out = upscale(policy, lr, sampling, seed=seed).images["final_image"]
         base = bicubic_upscale(lr, gt.shape[:2])

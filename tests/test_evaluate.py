@@ -244,7 +244,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory, tiny_parts) -> Path:
         _save(root / f"others/nearest/photos/{name}.png", cv2.resize(lr, gt.shape[1::-1], interpolation=cv2.INTER_NEAREST))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["val_samples"] = 3
-    params["evaluate"].update(sheets=2, device="cpu", benchmarks=["photos"], methods={"nearest": "others/nearest"}, unseen_short_side=64)
+    params["evaluate"].update(sheets=2, device="cpu", benchmarks=["photos"], methods={"nearest": "others/nearest"}, unseen_short_side=64, unseen_draws=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage(root, "evaluate")
     _, err = proc.communicate(timeout=600)
@@ -272,7 +272,7 @@ def test_stage_writes_the_table_per_benchmark_and_method(staged: Path) -> None:
     assert val["tokenizer"]["psnr"] > val["bicubic"]["psnr"]  # the GT's own codes beat any LR-only guess
     assert val["sft"] == val["grpo"]  # the same weights, the same seeds: the same figures
     unseen = metrics["unseen"]  # the photos `realsr unseen` scores, degraded by the stage
-    assert unseen["images"] == 6 and set(unseen) - {"images", "skipped"} == {"bicubic", "realesrgan", "base", "tokenizer", "sft", "grpo"}
+    assert unseen["images"] == 12 and set(unseen) - {"images", "skipped"} == {"bicubic", "realesrgan", "base", "tokenizer", "sft", "grpo"}
     assert (staged / "reports/evaluate/unseen/report.html").is_file()
     photos = metrics["photos"]
     assert photos["images"] == 2 and set(photos) - {"images", "skipped"} == {"bicubic", "realesrgan", "base", "tokenizer", "sft", "grpo", "nearest"}

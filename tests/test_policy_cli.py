@@ -150,7 +150,7 @@ def test_unseen_scores_model_and_bicubic_on_y(checkpoint, tmp_path: Path) -> Non
 
     model, params_path = checkpoint
     raw = yaml.safe_load(params_path.read_text())
-    raw["evaluate"]["unseen_short_side"] = 64  # small photos: 96x64, two LR tiles
+    raw["evaluate"].update(unseen_short_side=64, unseen_draws=2)  # small photos: 96x64, two LR tiles
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -162,18 +162,20 @@ def test_unseen_scores_model_and_bicubic_on_y(checkpoint, tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     assert re.search(r"model - bicubic: [+-]\d+\.\d\d dB \(expected decoding\)", res.output)
     scores = json.loads((tmp_path / "u.json").read_text())["photos"]
-    assert [s["photo"] for s in scores] == ["astronaut.png", "coffee.png"]  # seeds 0 and 1, in name order
+    # in name order, draw k of photo i seeded i + 2k
+    assert [s["photo"] for s in scores] == ["astronaut#0.png", "astronaut#1.png", "coffee#0.png", "coffee#1.png"]
 
     params = load_params(tmp_path / "p.yaml")
-    gt, lr, text = degraded_pair(read_photo(folder / "coffee.png"), params, seed=1)
-    again = degraded_pair(read_photo(folder / "coffee.png"), params, seed=1)
-    assert np.array_equal(again[1], lr) and text == scores[1]["degradation"] and gt.shape == (64, 96, 3)
+    gt, lr, text = degraded_pair(read_photo(folder / "coffee.png"), params, seed=3)
+    again = degraded_pair(read_photo(folder / "coffee.png"), params, seed=3)
+    assert np.array_equal(again[1], lr) and text == scores[3]["degradation"] and gt.shape == (64, 96, 3)
+    assert scores[2]["degradation"] != text
     y = lambda rgb: 16.0 + rgb.astype(np.float64) @ np.array([65.481, 128.553, 24.966]) / 255.0
     bic = cv2.resize(lr, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_CUBIC)
     c = slice(4, -4)  # the upscaling factor, cropped at each edge
     psnr = 10 * np.log10(255.0**2 / np.mean((y(bic)[c, c] - y(gt)[c, c]) ** 2))
-    assert abs(scores[1]["bicubic_psnr"] - psnr) < 0.1
-    assert 0 < scores[1]["ssim"] <= 1 and np.isfinite(scores[1]["psnr"])
+    assert abs(scores[3]["bicubic_psnr"] - psnr) < 0.1
+    assert 0 < scores[3]["ssim"] <= 1 and np.isfinite(scores[3]["psnr"])
 
     res = runner.invoke(app, ["unseen", str(tmp_path / "nowhere"), "--model", str(model), "--params", str(tmp_path / "p.yaml")])
     assert res.exit_code == 2 and "nowhere: no such folder" in res.output
