@@ -137,29 +137,31 @@ def windows(lr: torch.Tensor, f: int) -> np.ndarray:
 
 
 def small_cnn(lr: torch.Tensor, hr: torch.Tensor, lr_val: torch.Tensor, steps: int, seed: int) -> torch.Tensor:
-    """The strongest simple baseline: 9 convolutions (64 channels, 600k weights) on the bicubic
-    upsampling, trained from scratch with L1 on the residual (batch 32, Adam 2e-4); val outputs."""
+    """The strongest simple baseline: 7 convolutions on the LR (64 channels), two x2 pixel-shuffle
+    steps and a head (520k weights, a 19 px LR receptive field), predicting the residual over
+    bicubic, trained from scratch with L1 (batch 32, Adam 2e-4); val outputs."""
     torch.manual_seed(seed)
     layers: list[nn.Module] = [nn.Conv2d(3, 64, 3, padding=1), nn.ReLU()]
-    for _ in range(7):
+    for _ in range(6):
         layers += [nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()]
+    for _ in range(2):
+        layers += [nn.Conv2d(64, 256, 3, padding=1), nn.PixelShuffle(2), nn.ReLU()]
     head = nn.Conv2d(64, 3, 3, padding=1)
     nn.init.zeros_(head.weight)  # starts as bicubic: the residual is learned from zero
     nn.init.zeros_(head.bias)
     net = nn.Sequential(*layers, head)
     opt = torch.optim.Adam(net.parameters(), lr=2e-4)
     size = tuple(hr.shape[-2:])
-    up = bicubic(lr, size)
+    residual = hr - bicubic(lr, size)
     draw = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(steps), desc="small CNN", leave=False):
         batch = torch.randint(len(lr), (32,), generator=draw)
-        loss = (net(up[batch]) - (hr[batch] - up[batch])).abs().mean()
+        loss = (net(lr[batch]) - residual[batch]).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        up_val = bicubic(lr_val, size)
-        return torch.cat([(u + net(u)).clamp(0, 1) for u in up_val.split(64)])
+        return (bicubic(lr_val, size) + net(lr_val)).clamp(0, 1)
 
 
 def psnr_bounds(

@@ -15,7 +15,15 @@ from realsr_r1.policy.tiny import TinyPolicy
 from realsr_r1.rewards.scoring import RewardBatch
 from realsr_r1.tokenizers.image import to_uint8
 from realsr_r1.train.backend import OptimConfig, build_backend
-from realsr_r1.train.grpo import GrpoConfig, LossConfig, collect, group_advantages, grpo_loss, token_advantages, update
+from realsr_r1.train.grpo import (
+    GrpoConfig,
+    LossConfig,
+    collect,
+    group_advantages,
+    grpo_loss,
+    token_advantages,
+    update,
+)
 from tests.helpers import grpo_project, kill_once_written, run_grpo, tiny_policy_config
 
 

@@ -349,7 +349,7 @@ def test_ssim_fidelity_is_pyiqa_ssim_and_its_cells_add_up_to_the_reward() -> Non
     chains = [_chain(gt, final=f) for f in finals]
     cfg = GenerationParams()
     reward = generation_reward(chains, [gt] * 3, cfg)
-    as_tensor = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    as_tensor = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     assert np.allclose(reward, pyiqa_scores("ssim", as_tensor(finals), as_tensor([gt] * 3)).numpy(), atol=1e-12)
     counts = _map_counts(64, 8)
     cells = generation_cells(chains + [None], [gt] * 4, np.append(reward, 0.0), cfg, (8, 8))
