@@ -65,14 +65,16 @@ def test_readme_reward_example_gives_the_documented_scores() -> None:
     assert scores["total"] == pytest.approx(1.0 + 0.6 + 6 / 7 + scores["generation"])
 
 
-def test_library_info_lines_only_with_verbose() -> None:
+def test_library_info_lines_only_with_verbose(tmp_path) -> None:
     """pyiqa announces each metric it builds at INFO; that is noise unless asked for with -v."""
     case = str(REPO / "examples/reward/case.json")
-    quiet = realsr("reward", case)
+    params = tmp_path / "params.yaml"  # GMSD fidelity: a metric pyiqa builds (SSIM is computed from its functions)
+    params.write_text("rewards: {generation: {fidelity_metric: gmsd}}\ngrpo: {image_credit: sequence}\n")
+    quiet = realsr("reward", case, "--params", str(params))
     assert quiet.returncode == 0, quiet.stderr
     assert "is created" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr
-    loud = realsr("-v", "reward", case)
-    assert loud.returncode == 0 and "Network [SSIM] is created" in loud.stderr, loud.stderr
+    loud = realsr("-v", "reward", case, "--params", str(params))
+    assert loud.returncode == 0 and "Network [GMSD] is created" in loud.stderr, loud.stderr
 
 
 @pytest.mark.server
