@@ -93,6 +93,16 @@ def main(params: Params) -> None:
                  psnr["bicubic"], psnr["sft"], psnr["grpo"])  # fmt: skip
 
 
+def reference_methods(params: Params, bench: Benchmark, policies: dict[str, Policy]) -> dict[str, bench_lib.Method]:
+    """What the models are compared with: bicubic, the tokenizer's base, Real-ESRGAN when installed,
+    and on paired benchmarks the tokenizer's ceiling (the GT's own codes)."""
+    tokenizer = policies["grpo"].image_tokenizer
+    methods = {"bicubic": bench_lib.bicubic_method, "base": bench_lib.base_method(tokenizer, bench.problems)}
+    if bench.paired:
+        methods["tokenizer"] = bench_lib.tokenizer_method(tokenizer, bench.problems)
+    return methods | bench_lib.realesrgan_methods(params.threads, bench.problems)
+
+
 def evaluate_val(
     params: Params, policies: dict[str, Policy], roll: Sampling, metric_set: MetricSet, curves: dict[str, np.ndarray]
 ) -> Result:
@@ -100,10 +110,7 @@ def evaluate_val(
     e = params.evaluate
     keys, samples = val_samples(params)
     bench = Benchmark(Path("val"), True, [Pair(k, s.lr, s.truth.gt) for k, s in zip(keys, samples, strict=True)])
-    tokenizer = policies["grpo"].image_tokenizer
-    methods = {"bicubic": bench_lib.bicubic_method, "base": bench_lib.base_method(tokenizer, bench.problems),
-               "tokenizer": bench_lib.tokenizer_method(tokenizer, bench.problems)}  # fmt: skip
-    methods |= bench_lib.realesrgan_methods(params.threads, bench.problems)
+    methods = reference_methods(params, bench, policies)
     outputs: dict[str, PolicyOutputs] = {}
     for name, policy in policies.items():
         log.info("val: rolling out %s on %d photos", name, len(samples))
@@ -141,11 +148,7 @@ def evaluate_benchmark(
     e = params.evaluate
     scale = policies["grpo"].scale
     name = bench.root.name
-    tokenizer = policies["grpo"].image_tokenizer
-    methods = {"bicubic": bench_lib.bicubic_method, "base": bench_lib.base_method(tokenizer, bench.problems)}
-    methods |= bench_lib.realesrgan_methods(params.threads, bench.problems)
-    if bench.paired:
-        methods["tokenizer"] = bench_lib.tokenizer_method(tokenizer, bench.problems)
+    methods = reference_methods(params, bench, policies)
     for model, policy in policies.items():
         methods[model] = bench_lib.policy_method(policy, roll, "expected", seed=e.seed)
     for method, outputs in others.items():
